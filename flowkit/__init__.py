@@ -1,0 +1,53 @@
+"""flowkit: a lightweight, embeddable workflow orchestrator.
+
+Decorate plain functions with ``@task``, wire them with ``>>``, call ``DAG().run()``.
+"""
+
+from flowkit.context import RunContext
+from flowkit.dag import DAG, Plan
+from flowkit.exceptions import (
+    DAGCycleError,
+    DAGValidationError,
+    FlowkitError,
+    StateError,
+    TaskDefinitionError,
+    TaskExecutionError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+)
+from flowkit.hooks import Hook
+from flowkit.outcome import SKIPPED, Attempt, Status, TaskState
+from flowkit.results import RunResult
+from flowkit.retry import backoff_delay
+from flowkit.state import StateManager
+from flowkit.task import Registry, Task, TaskOptions, registry, task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DAG",
+    "SKIPPED",
+    "Attempt",
+    "DAGCycleError",
+    "DAGValidationError",
+    "FlowkitError",
+    "Hook",
+    "Plan",
+    "Registry",
+    "RunContext",
+    "RunResult",
+    "StateError",
+    "StateManager",
+    "Status",
+    "Task",
+    "TaskDefinitionError",
+    "TaskExecutionError",
+    "TaskNotFoundError",
+    "TaskOptions",
+    "TaskState",
+    "TaskTimeoutError",
+    "__version__",
+    "backoff_delay",
+    "registry",
+    "task",
+]

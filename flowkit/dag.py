@@ -1,0 +1,199 @@
+"""DAG: a validated set of tasks, and ``run`` — the entry point of a run.
+
+A DAG is built from tasks (or the whole default registry) plus everything
+upstream of them, and validated at once: cycles, duplicate names and inputs
+that do not fit a function's signature are reported before anything runs.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import queue
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
+
+from flowkit.context import RunContext
+from flowkit.exceptions import FlowkitError, TaskNotFoundError
+from flowkit.executors import Completion, make_backend
+from flowkit.graph import Graph, upstream_closure
+from flowkit.hooks import HookDispatcher
+from flowkit.results import RunResult
+from flowkit.scheduler import Scheduler, StateProtocol
+from flowkit.state import StateManager
+from flowkit.task import Registry, Task, registry
+
+__all__ = ["DAG", "Plan"]
+
+
+class Plan(NamedTuple):
+    """What a run would do, without running anything (see :meth:`DAG.plan`).
+
+    Attributes:
+        order: task names in the order the scheduler would start them if every
+            task succeeded at once (the ``sync`` executor's order).
+        excluded: tasks of the DAG left out by ``targets``.
+    """
+
+    order: list[str]
+    excluded: list[str]
+
+    def __str__(self) -> str:
+        lines = [f"{n:>4}. {name}" for n, name in enumerate(self.order, 1)]
+        if self.excluded:
+            lines.append(f"not run (outside targets): {', '.join(self.excluded)}")
+        return "\n".join(lines)
+
+
+class DAG:
+    """A set of tasks and their dependencies, ready to run.
+
+    Args:
+        tasks: the tasks to run, each with everything upstream of it; ``None``
+            (the default) takes every task of the registry.
+        name: the DAG's name, used in logs and state.
+        state: a :class:`~flowkit.StateManager` for caching and resume; by
+            default each DAG keeps its own in-memory one, so running the same
+            DAG object twice reuses its cache.
+        registry: where to find tasks when ``tasks`` is ``None``.
+
+    Raises:
+        DAGCycleError: the dependencies form a cycle.
+        DAGValidationError: two tasks share a name, or a task's function cannot
+            take the inputs its upstream tasks give it.
+    """
+
+    def __init__(
+        self,
+        tasks: Iterable[Task[..., Any]] | None = None,
+        *,
+        name: str = "default",
+        state: StateProtocol | None = None,
+        registry: Registry = registry,
+    ):
+        if not isinstance(name, str) or not name:
+            raise FlowkitError(f"a DAG needs a non-empty string name, got {name!r}")
+        self.name = name
+        roots = list(registry) if tasks is None else list(tasks)
+        self._graph = Graph(upstream_closure(roots))
+        self._graph.check_signatures()
+        self._subgraphs: dict[tuple[str, ...], Graph] = {}
+        self.state: StateProtocol = state if state is not None else StateManager()
+
+    # --- the tasks ------------------------------------------------------------
+
+    @property
+    def tasks(self) -> tuple[Task[..., Any], ...]:
+        """The DAG's tasks in topological order."""
+        return tuple(self._graph.tasks)
+
+    def __getitem__(self, name: str) -> Task[..., Any]:
+        try:
+            return self._graph.tasks[self._graph.index[name]]
+        except KeyError:
+            raise TaskNotFoundError(name, self._graph.names) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._graph.index
+
+    def __iter__(self) -> Iterator[Task[..., Any]]:
+        return iter(self._graph.tasks)
+
+    def __len__(self) -> int:
+        return len(self._graph)
+
+    def __repr__(self) -> str:
+        return f"<DAG {self.name!r} with {len(self)} tasks>"
+
+    def _select(self, targets: Sequence[str] | str | None) -> Graph:
+        """The graph of ``targets`` and their upstream closure (all tasks for ``None``)."""
+        if targets is None:
+            return self._graph
+        if isinstance(targets, str):
+            targets = [targets]
+        key = tuple(targets)
+        graph = self._subgraphs.get(key)
+        if graph is None:
+            chosen = [self[name] for name in key]  # TaskNotFoundError for unknown names
+            graph = self._subgraphs[key] = Graph(upstream_closure(chosen))
+        return graph
+
+    # --- planning and running -----------------------------------------------------
+
+    def plan(self, targets: Sequence[str] | str | None = None) -> Plan:
+        """The order in which a run would start tasks, without calling any.
+
+        Raises:
+            TaskNotFoundError: a target is not in the DAG.
+        """
+        graph = self._select(targets)
+        chosen = set(graph.names)
+        return Plan(
+            order=[graph.names[i] for i in graph.simulated_order()],
+            excluded=[n for n in self._graph.names if n not in chosen],
+        )
+
+    def run(
+        self,
+        *,
+        executor: str | cf.Executor = "thread",
+        max_workers: int | None = None,
+        fail_fast: bool = True,
+        targets: Sequence[str] | str | None = None,
+        state: StateProtocol | None = None,
+        resume: bool = False,
+        hooks: Sequence[object] = (),
+        rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ) -> RunResult:
+        """Run the DAG and return a :class:`~flowkit.RunResult`.
+
+        Args:
+            executor: ``"thread"`` (default), ``"process"``, ``"sync"`` (inline, in
+                order, for debugging), or any ``concurrent.futures.Executor``,
+                which stays the caller's: flowkit never shuts it down.
+            max_workers: size of the thread or process pool flowkit creates.
+            fail_fast: stop at the first failure (default) or let independent
+                branches go on.
+            targets: run only these tasks and what they depend on.
+            state: a state manager for this run instead of the DAG's own.
+            resume: restore tasks that succeeded in this DAG's latest run in
+                ``state`` and run the rest.
+            hooks: objects with lifecycle methods (see ``flowkit.hooks``).
+            rng: source of retry jitter; pass ``random.Random(seed)`` to reproduce it.
+            clock, sleep: time source and sleep used for retry waits (for tests).
+
+        Raises:
+            TaskExecutionError: a task failed (after the run settled every task);
+                ``.result`` holds the RunResult.
+            TaskNotFoundError: a target is not in the DAG.
+            KeyboardInterrupt: re-raised after pending work is cancelled.
+        """
+        graph = self._select(targets)
+        manager = state if state is not None else self.state
+        done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        backend = make_backend(executor, max_workers, done)
+        ctx = RunContext(self.name, _new_run_id(), len(graph), backend.name)
+        dispatcher = HookDispatcher([manager, *hooks])
+        return Scheduler(
+            graph,
+            backend,
+            done,
+            ctx,
+            dispatcher,
+            fail_fast=fail_fast,
+            state=manager,
+            resume=resume,
+            rng=rng,
+            clock=clock,
+            sleep=sleep,
+        ).run()
+
+
+def _new_run_id() -> str:
+    """A unique id that sorts by start time: ``20261128T075110-3f9a1c``."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+

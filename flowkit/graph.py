@@ -1,0 +1,138 @@
+"""The shape of a DAG: tasks in topological order, as integer-indexed edge lists.
+
+Built once per DAG (and per ``targets``) so that a run does no graph work per
+task beyond following these lists.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from flowkit.exceptions import DAGCycleError, DAGValidationError, TaskDefinitionError
+from flowkit.task import Task
+
+__all__ = ["Graph", "upstream_closure"]
+
+
+def upstream_closure(roots: Iterable[object]) -> list[Task[..., Any]]:
+    """``roots`` and everything upstream of them, in topological order.
+
+    A depth-first walk whose post-order is the topological order; meeting a
+    task that is still on the walk's path means a cycle.
+
+    Raises:
+        DAGCycleError: with the cycle, e.g. ``a -> b -> a``.
+        DAGValidationError: two distinct tasks share a name.
+    """
+    order: list[Task[..., Any]] = []
+    mark: dict[Task[..., Any], bool] = {}  # False: on the current path, True: done
+    names: dict[str, Task[..., Any]] = {}
+    for root in roots:
+        if not isinstance(root, Task):
+            raise TaskDefinitionError(f"DAG tasks must be Task objects, got {root!r}")
+        if root in mark:
+            continue
+        mark[root] = False
+        path = [root]
+        stack = [iter(root._upstream)]
+        while stack:
+            for up in stack[-1]:
+                seen = mark.get(up)
+                if seen is None:
+                    mark[up] = False
+                    path.append(up)
+                    stack.append(iter(up._upstream))
+                    break
+                if seen is False:  # ``up`` is on the path: a cycle closes here
+                    start = path.index(up)
+                    # path[k + 1] is upstream of path[k]: reverse it to read along ``>>``.
+                    cycle = [up.name] + [t.name for t in reversed(path[start:])]
+                    raise DAGCycleError(cycle)
+            else:
+                stack.pop()
+                done = path.pop()
+                mark[done] = True
+                _check_unique(names, done)
+                order.append(done)
+    return order
+
+
+def _check_unique(names: dict[str, Task[..., Any]], task: Task[..., Any]) -> None:
+    other = names.setdefault(task.name, task)
+    if other is not task:
+        raise DAGValidationError(
+            f"two different tasks are named {task.name!r}. Give each task a unique name; "
+            "if you redefined a task (a notebook cell run again), re-run the wiring of "
+            "the tasks that depend on it too, so they point at the new definition.",
+            task_name=task.name,
+        )
+
+
+class Graph:
+    """Tasks in topological order with their edges as index tuples."""
+
+    __slots__ = ("down", "index", "names", "tasks", "up")
+
+    def __init__(self, tasks: Sequence[Task[..., Any]]):
+        self.tasks = list(tasks)
+        self.names = [t.name for t in self.tasks]
+        self.index = {name: i for i, name in enumerate(self.names)}
+        position = {t: i for i, t in enumerate(self.tasks)}
+        self.up: list[tuple[int, ...]] = [
+            tuple(position[u] for u in t._upstream if u in position) for t in self.tasks
+        ]
+        down: list[list[int]] = [[] for _ in self.tasks]
+        for i, ups in enumerate(self.up):
+            for u in ups:
+                down[u].append(i)
+        self.down: list[tuple[int, ...]] = [tuple(d) for d in down]
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def check_signatures(self) -> None:
+        """Every task's function must accept as many inputs as it has upstream tasks."""
+        for task, ups in zip(self.tasks, self.up, strict=True):
+            if not task.signature.accepts(len(ups)):
+                upstream = ", ".join(self.names[u] for u in ups) or "none"
+                sig = task.signature
+                if sig.required_keywords:
+                    problem = (
+                        f"it has required keyword-only parameters "
+                        f"({', '.join(sig.required_keywords)}) that nothing fills"
+                    )
+                else:
+                    problem = (
+                        f"it receives {len(ups)} upstream value(s) positionally "
+                        f"(from: {upstream}) but its signature is {sig.text}"
+                    )
+                raise DAGValidationError(
+                    f"task {task.name!r} cannot be called: {problem}. Make the function take "
+                    "one parameter per upstream task, in the order the edges were declared, "
+                    "or no parameters at all if the edges only order the work.",
+                    task_name=task.name,
+                )
+
+    def simulated_order(self) -> list[int]:
+        """The order in which the scheduler starts tasks if every task succeeds at once.
+
+        Mirrors the run loop: ready tasks start in batches, completions arrive
+        in start order, and each completion releases its downstream tasks.
+        """
+        waiting = [len(u) for u in self.up]
+        ready = [i for i, n in enumerate(waiting) if n == 0]
+        finished: deque[int] = deque()
+        order: list[int] = []
+        while ready or finished:
+            if ready:
+                order.extend(ready)
+                finished.extend(ready)
+                ready = []
+                continue
+            for d in self.down[finished.popleft()]:
+                waiting[d] -= 1
+                if waiting[d] == 0:
+                    ready.append(d)
+        return order

@@ -1,0 +1,110 @@
+"""Lifecycle hooks: objects the scheduler tells about what happens in a run.
+
+A hook is any object defining some of the methods of :class:`Hook`. The
+scheduler calls them in its own thread, one after another in the order the
+hooks were given, so a hook needs no locking. Logging and state recording are
+hooks too, built on this same mechanism.
+
+A hook that raises is reported once (per hook and method) through the
+``flowkit.hooks`` logger and otherwise ignored: a broken hook never breaks a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    from flowkit.context import RunContext
+
+__all__ = ["HOOK_METHODS", "Hook", "HookDispatcher"]
+
+logger = logging.getLogger("flowkit.hooks")
+
+HOOK_METHODS: tuple[str, ...] = (
+    "on_dag_start",
+    "on_task_start",
+    "on_task_retry",
+    "on_task_success",
+    "on_task_failure",
+    "on_task_skip",
+    "on_task_cached",
+    "on_dag_end",
+)
+
+
+class Hook(Protocol):
+    """The methods a hook may define; each is optional.
+
+    ``run`` is the :class:`~flowkit.RunContext` (dag name, run id, progress
+    counts); ``state`` is the task's :class:`~flowkit.TaskState`.
+
+    - ``on_dag_start(run)``
+    - ``on_task_start(run, state)``: an attempt is about to be submitted
+      (``state.attempts`` is its number).
+    - ``on_task_retry(run, state, error, delay)``: an attempt failed with
+      ``error``; the next one starts in ``delay`` seconds.
+    - ``on_task_success(run, state)``: ``state.value`` holds the result.
+    - ``on_task_failure(run, state)``: retries are exhausted; ``state.error``.
+    - ``on_task_skip(run, state)``: the task will not run: ``state.status`` is
+      SKIPPED, UPSTREAM_FAILED or CANCELLED, ``state.cause`` and
+      ``state.reason`` say why.
+    - ``on_task_cached(run, state)``: served from the cache or restored on resume.
+    - ``on_dag_end(run, result)``: with the :class:`~flowkit.RunResult`.
+    """
+
+    def on_dag_start(self, run: RunContext) -> None: ...
+
+
+class HookDispatcher:
+    """Calls every hook's method for an event, resolving the methods once per run.
+
+    For each event it keeps the list of bound methods that exist, so an event
+    nobody listens to costs one truth test of an empty list in the scheduler.
+    """
+
+    __slots__ = (
+        "_reported",
+        "on_dag_end",
+        "on_dag_start",
+        "on_task_cached",
+        "on_task_failure",
+        "on_task_retry",
+        "on_task_skip",
+        "on_task_start",
+        "on_task_success",
+    )
+
+    def __init__(self, hooks: Sequence[object]):
+        self._reported: set[tuple[int, str]] = set()
+        for event in HOOK_METHODS:
+            methods = [getattr(hook, event) for hook in hooks if callable(getattr(hook, event, None))]
+            setattr(self, event, [self._guarded(m, event) for m in methods])
+
+    def _guarded(self, method: Callable[..., Any], event: str) -> Callable[..., None]:
+        owner = getattr(method, "__self__", method)
+
+        def call(*args: Any) -> None:
+            try:
+                method(*args)
+            except Exception:
+                key = (id(owner), event)
+                if key not in self._reported:
+                    self._reported.add(key)
+                    logger.exception(
+                        "hook %r raised in %s; flowkit ignores the error and goes on "
+                        "(later errors of this hook in %s are not reported)",
+                        owner,
+                        event,
+                        event,
+                    )
+
+        return call
+
+    @staticmethod
+    def emit(methods: list[Callable[..., None]], *args: Any) -> None:
+        """Call each method with ``args``."""
+        for method in methods:
+            method(*args)
+

@@ -1,0 +1,150 @@
+"""What became of a task in a run: its :class:`Status`, its :class:`TaskState`,
+and the :data:`SKIPPED` placeholder value."""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, final
+
+if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    from flowkit.task import Task
+
+__all__ = ["SKIPPED", "Attempt", "Status", "TaskState"]
+
+
+class Status(enum.Enum):
+    """The status of a task in a run.
+
+    ``PENDING`` and ``RUNNING`` are only seen while a run is in progress (by hooks);
+    a finished run holds one of the six final statuses.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CACHED = "cached"
+    UPSTREAM_FAILED = "upstream_failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def produced_value(self) -> bool:
+        """True for the statuses that come with a value (SUCCESS and CACHED)."""
+        return self is Status.SUCCESS or self is Status.CACHED
+
+    @property
+    def is_final(self) -> bool:
+        """True once the task will not change any more in this run."""
+        return self is not Status.PENDING and self is not Status.RUNNING
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@final
+class _SkippedType:
+    """Type of :data:`SKIPPED`, the value passed for an upstream that produced none."""
+
+    __slots__ = ()
+    _instance: _SkippedType | None = None
+
+    def __new__(cls) -> _SkippedType:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "SKIPPED"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        # Pickle by reference so ``value is flowkit.SKIPPED`` holds in worker processes.
+        return "SKIPPED"
+
+
+SKIPPED: Final = _SkippedType()
+"""Passed (under the ``none_failed`` and ``all_done`` trigger rules) in place of the
+value of an upstream task that was skipped or did not produce one. It is falsy."""
+
+
+class Attempt(NamedTuple):
+    """One attempt of a task: when and where it ran, and how it ended."""
+
+    number: int
+    started_at: float  # wall-clock time (time.time())
+    finished_at: float
+    worker: str
+    error: BaseException | None
+
+    @property
+    def duration(self) -> float:
+        return self.finished_at - self.started_at
+
+
+class TaskState:
+    """Everything a run knows about one task.
+
+    Attributes:
+        name: the task's name.
+        task: the :class:`~flowkit.Task` itself.
+        status: a :class:`Status`.
+        attempts: how many times its function was called (0 when it never ran).
+        error: the exception of its last failed attempt, else ``None``.
+        duration: seconds spent running, summed over its attempts.
+        cause: for SKIPPED, UPSTREAM_FAILED and CANCELLED, the name of the task at
+            the root of it (itself when its own condition was false).
+        reason: a short human explanation for a task that did not run.
+        history: one :class:`Attempt` per attempt, in order.
+        value: its result, for SUCCESS and CACHED.
+        inputs: the positional inputs its function was (or would have been) called with.
+    """
+
+    __slots__ = (
+        "attempts",
+        "cache_key",
+        "cause",
+        "duration",
+        "error",
+        "history",
+        "inputs",
+        "name",
+        "reason",
+        "status",
+        "task",
+        "value",
+    )
+
+    def __init__(self, task: Task[..., Any]):
+        self.task = task
+        self.name: str = task.name
+        self.status = Status.PENDING
+        self.attempts = 0
+        self.error: BaseException | None = None
+        self.duration = 0.0
+        self.cause: str | None = None
+        self.reason: str | None = None
+        self.history: list[Attempt] = []
+        self.value: Any = None
+        self.inputs: tuple[Any, ...] = ()
+        self.cache_key: str | None = None
+
+    @property
+    def started_at(self) -> float | None:
+        """Wall-clock time its first attempt started, if it ran."""
+        return self.history[0].started_at if self.history else None
+
+    @property
+    def finished_at(self) -> float | None:
+        """Wall-clock time its last attempt ended, if it ran."""
+        return self.history[-1].finished_at if self.history else None
+
+    def __repr__(self) -> str:
+        extra = f", cause={self.cause!r}" if self.cause and self.cause != self.name else ""
+        error = f", error={self.error!r}" if self.error is not None else ""
+        return (
+            f"TaskState({self.name!r}, {self.status.name}, attempts={self.attempts}, "
+            f"duration={self.duration:.3f}s{extra}{error})"
+        )

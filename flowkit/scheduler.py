@@ -1,0 +1,451 @@
+"""The run loop: decides, in the calling process, what runs when.
+
+A task becomes *ready* the moment its last upstream task finishes. The
+scheduler then applies, in this order: resume, the trigger rule, the ``when``
+condition, the cache — and only then submits an attempt to the backend.
+Outcomes come back through one completion queue. Retries, retry waits,
+timeouts, fail-fast and hooks are all handled here, identically for every
+executor; workers only call functions (see ``flowkit.worker``).
+
+Bookkeeping is O(1) per completion: a counter of unfinished upstream tasks per
+task, index lists for edges, and two heaps for timers (retry waits, timeouts).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import random as _random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from flowkit.context import RunContext, TaskContext
+from flowkit.exceptions import FlowkitError, TaskExecutionError
+from flowkit.executors import Backend, Completion, timeout_error
+from flowkit.graph import Graph
+from flowkit.hooks import HookDispatcher
+from flowkit.outcome import SKIPPED, Attempt, Status, TaskState
+from flowkit.results import RunResult
+from flowkit.retry import backoff_delay
+from flowkit.task import Task
+
+__all__ = ["Scheduler", "StateProtocol"]
+
+_SUCCESS, _CACHED, _SKIPPED = Status.SUCCESS, Status.CACHED, Status.SKIPPED
+_PENDING, _RUNNING, _FAILED = Status.PENDING, Status.RUNNING, Status.FAILED
+_UPSTREAM_FAILED, _CANCELLED = Status.UPSTREAM_FAILED, Status.CANCELLED
+_BROKEN = (_FAILED, _UPSTREAM_FAILED, _CANCELLED)
+
+
+class StateProtocol(Protocol):
+    """What the scheduler needs of a state manager (besides its hook methods)."""
+
+    def begin_run(
+        self, run: RunContext, tasks: list[Task[..., Any]], *, resume: bool
+    ) -> Mapping[str, tuple[Status, Any]]: ...
+
+    def lookup(
+        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> tuple[str | None, bool, Any]: ...
+
+
+class Scheduler:
+    """One run of a graph on a backend. Use once: ``Scheduler(...).run()``."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        backend: Backend,
+        done: queue.SimpleQueue[Completion],
+        ctx: RunContext,
+        hooks: HookDispatcher,
+        *,
+        fail_fast: bool,
+        state: StateProtocol | None,
+        resume: bool,
+        rng: _random.Random | None = None,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], None] | None = None,
+    ):
+        self.graph = graph
+        self.backend = backend
+        self.done = done
+        self.ctx = ctx
+        self.hooks = hooks
+        self.fail_fast = fail_fast
+        self.state = state
+        self.resume = resume
+        self.random = (rng or _random.Random()).random
+        self.clock = clock or time.monotonic
+        self.sleep = sleep or time.sleep
+        self.states = [TaskState(t) for t in graph.tasks]
+        self.waiting = [len(u) for u in graph.up]
+        self.ready: list[int] = [i for i, n in enumerate(self.waiting) if n == 0]
+        self.unfinished = len(graph)
+        self.retry_timers: list[tuple[float, int, int]] = []  # (due, seq, task)
+        self.deadlines: list[tuple[float, int, int]] = []  # (due, task, attempt)
+        self.seq = itertools.count()
+        self.stopping = False
+        self.first_failure: int | None = None
+        self.restored: Mapping[str, tuple[Status, Any]] = {}
+        self.task_ctx = [TaskContext(t.name, ctx.run_id, ctx.dag_name) for t in graph.tasks]
+
+    # --- the loop --------------------------------------------------------
+
+    def run(self) -> RunResult:
+        """Run every task to a final state; raise ``TaskExecutionError`` if one failed."""
+        interrupted = False
+        try:
+            if self.state is not None:
+                self.restored = self.state.begin_run(
+                    self.ctx, self.graph.tasks, resume=self.resume
+                )
+            self.hooks.emit(self.hooks.on_dag_start, self.ctx)
+            self._loop()
+        except KeyboardInterrupt:
+            interrupted = True
+            self._interrupt()
+            raise
+        finally:
+            self.backend.close(cancel=interrupted or self.stopping)
+            result = self._result(interrupted)
+            self.hooks.emit(self.hooks.on_dag_end, self.ctx, result)
+        self._raise_for_failure(result)
+        return result
+
+    def _loop(self) -> None:
+        while self.unfinished:
+            if self.ready:
+                batch, self.ready = self.ready, []
+                # A lone ready task with nothing else running or waiting may run in
+                # this thread: no parallelism is lost and two hand-offs are saved.
+                lone = len(batch) == 1 and not self.ctx.running and not self.retry_timers
+                for i in batch:
+                    self._start(i, lone)
+                continue
+            event = self._next_event()
+            if event is not None:
+                token, outcome = event
+                self._settle(token, outcome)
+
+    def _next_event(self) -> Completion | None:
+        """Wait for the next outcome, firing due timers; ``None`` after a timer fired."""
+        wait: float | None = None
+        if self.retry_timers:
+            due, _, i = self.retry_timers[0]
+            wait = due - self.clock()
+            if wait <= 0:
+                heapq.heappop(self.retry_timers)
+                self._submit(i, inline=False)
+                return None
+        if self.deadlines:
+            due, i, attempt = self.deadlines[0]
+            state = self.states[i]
+            if state.status is not _RUNNING or state.attempts != attempt:
+                heapq.heappop(self.deadlines)  # that attempt ended already
+                return None
+            left = due - time.monotonic()
+            if left <= 0:
+                heapq.heappop(self.deadlines)
+                self._time_out(i, attempt)
+                return None
+            wait = left if wait is None else min(wait, left)
+        if not self.ctx.running:
+            if wait is None:
+                raise FlowkitError(  # a scheduler bug, never a hang
+                    f"flowkit stalled with {self.unfinished} unfinished tasks and nothing "
+                    "running; please report this with your DAG"
+                )
+            self.sleep(wait)  # only retry waits are left: injectable for tests
+            return None
+        try:
+            return self.done.get(timeout=wait)
+        except queue.Empty:
+            return None
+
+    # --- a task becomes ready ------------------------------------------------
+
+    def _start(self, i: int, lone: bool) -> None:
+        state = self.states[i]
+        if state.status is not _PENDING:  # settled already (fail-fast, Ctrl-C)
+            return
+        task = self.graph.tasks[i]
+        if self.restored and task.name in self.restored:
+            status, value = self.restored[task.name]
+            self._restore(i, status, value)
+            return
+        options = task.options
+        inputs: list[Any] = []
+        broken: int | None = None
+        skipped: int | None = None
+        for u in self.graph.up[i]:
+            up_state = self.states[u]
+            status = up_state.status
+            if status is _SUCCESS or status is _CACHED:
+                inputs.append(up_state.value)
+            else:
+                inputs.append(SKIPPED)
+                if status in _BROKEN:
+                    if broken is None:
+                        broken = u
+                elif skipped is None:
+                    skipped = u
+        trigger = options.trigger
+        if broken is not None and trigger != "all_done":
+            up_state = self.states[broken]
+            self._settle_not_run(
+                i,
+                _UPSTREAM_FAILED,
+                cause=_root_cause(up_state),
+                reason=f"upstream task {up_state.name!r} is {up_state.status.name}",
+            )
+            return
+        if skipped is not None and trigger == "all_success":
+            up_state = self.states[skipped]
+            self._settle_not_run(
+                i,
+                _SKIPPED,
+                cause=_root_cause(up_state),
+                reason=f"upstream task {up_state.name!r} was skipped",
+            )
+            return
+        args = () if task.signature.takes_nothing else tuple(inputs)
+        if options.when is not None:
+            try:
+                go = options.when(*args)
+            except Exception as exc:
+                state.error = exc
+                state.reason = "its when= condition raised"
+                self._fail(i)
+                return
+            if not go:
+                self._settle_not_run(i, _SKIPPED, cause=task.name, reason="its when= condition was false")
+                return
+        if options.cache_ttl is not None and self.state is not None:
+            key, hit, value = self.state.lookup(task, args, {})
+            state.cache_key = key
+            if hit:
+                state.status = _CACHED
+                state.value = value
+                state.reason = "served from the cache"
+                self._finish(i, self.hooks.on_task_cached)
+                return
+        state.inputs = args
+        self._submit(i, inline=lone and self.backend.inline_ok and options.timeout is None)
+
+    def _submit(self, i: int, *, inline: bool) -> None:
+        state = self.states[i]
+        task = state.task
+        state.status = _RUNNING
+        state.attempts += 1
+        self.ctx.running += 1
+        self.hooks.emit(self.hooks.on_task_start, self.ctx, state)
+        timeout = task.options.timeout
+        if timeout is not None and self.backend.name != "sync":
+            heapq.heappush(self.deadlines, (time.monotonic() + timeout, i, state.attempts))
+        self.backend.submit((i, state.attempts), task, state.inputs, {}, self.task_ctx[i],
+                            inline=inline)
+
+    # --- outcomes ------------------------------------------------------------
+
+    def _settle(self, token: tuple[int, int], outcome: tuple[bool, Any, float, float, str]) -> None:
+        i, attempt = token
+        state = self.states[i]
+        if state.status is not _RUNNING or state.attempts != attempt:
+            return  # a late outcome of an attempt given up on (timeout, cancel)
+        self.ctx.running -= 1
+        ok, value, started, finished, worker = outcome
+        state.history.append(Attempt(attempt, started, finished, worker, None if ok else value))
+        state.duration += finished - started
+        if ok:
+            state.status = _SUCCESS
+            state.value = value
+            state.error = None
+            self._finish(i, self.hooks.on_task_success)
+        else:
+            self._attempt_failed(i, value)
+
+    def _time_out(self, i: int, attempt: int) -> None:
+        state = self.states[i]
+        task = state.task
+        self.ctx.running -= 1
+        self.backend.abandon((i, attempt))
+        error = timeout_error(task, task.options.timeout or 0.0, self.backend.timeout_note)
+        error.attempts = attempt
+        now = time.time()
+        started = now - (task.options.timeout or 0.0)
+        state.history.append(Attempt(attempt, started, now, "abandoned", error))
+        state.duration += now - started
+        self._attempt_failed(i, error)
+
+    def _attempt_failed(self, i: int, error: BaseException) -> None:
+        state = self.states[i]
+        options = state.task.options
+        state.error = error
+        if (
+            state.attempts <= options.retries
+            and not self.stopping
+            and isinstance(error, options.retry_on)
+        ):
+            delay = backoff_delay(
+                state.attempts,
+                retry_delay=options.retry_delay,
+                backoff=options.backoff,
+                max_delay=options.max_delay,
+                jitter=options.jitter,
+                random=self.random,
+            )
+            state.status = _PENDING
+            self.hooks.emit(self.hooks.on_task_retry, self.ctx, state, error, delay)
+            if delay > 0:
+                heapq.heappush(self.retry_timers, (self.clock() + delay, next(self.seq), i))
+            else:
+                self._submit(i, inline=False)
+            return
+        self._fail(i)
+
+    def _fail(self, i: int) -> None:
+        state = self.states[i]
+        state.status = _FAILED
+        self.ctx.failed += 1
+        if self.first_failure is None:
+            self.first_failure = i
+        self._finish(i, self.hooks.on_task_failure)
+        if self.fail_fast and not self.stopping:
+            self._stop(i)
+
+    def _restore(self, i: int, status: Status, value: Any) -> None:
+        state = self.states[i]
+        if status is _SKIPPED:
+            self._settle_not_run(
+                i, _SKIPPED, cause=state.name, reason="skipped in the resumed run"
+            )
+            return
+        state.status = _CACHED
+        state.value = value
+        state.reason = "restored from a previous run (resume)"
+        self._finish(i, self.hooks.on_task_cached)
+
+    def _settle_not_run(self, i: int, status: Status, *, cause: str, reason: str) -> None:
+        state = self.states[i]
+        state.status = status
+        state.cause = cause
+        state.reason = reason
+        state.value = None
+        self._finish(i, self.hooks.on_task_skip)
+
+    def _finish(self, i: int, event: list[Callable[..., None]]) -> None:
+        """Count ``i`` as finished, tell the hooks, and release its downstream tasks."""
+        self.unfinished -= 1
+        self.ctx.done += 1
+        if event:
+            self.hooks.emit(event, self.ctx, self.states[i])
+        waiting = self.waiting
+        for d in self.graph.down[i]:
+            waiting[d] -= 1
+            if not waiting[d]:
+                self.ready.append(d)
+
+    # --- stopping ------------------------------------------------------------
+
+    def _stop(self, failed: int) -> None:
+        """Fail fast: start nothing new; settle every task that has not started."""
+        self.stopping = True
+        failed_name = self.graph.names[failed]
+        self._cancel_queued(reason=f"cancelled after {failed_name!r} failed (fail_fast)",
+                            cause=failed_name)
+        # Dependants of the failed task are UPSTREAM_FAILED; the rest CANCELLED.
+        dependants = set()
+        frontier = list(self.graph.down[failed])
+        while frontier:
+            d = frontier.pop()
+            if d not in dependants:
+                dependants.add(d)
+                frontier.extend(self.graph.down[d])
+        for j, state in enumerate(self.states):
+            if state.status is not _PENDING:
+                continue
+            if j in dependants:
+                self._settle_quietly(j, _UPSTREAM_FAILED, failed_name,
+                                     f"upstream task {failed_name!r} failed")
+            else:
+                self._settle_quietly(j, _CANCELLED, failed_name,
+                                     f"not started: {failed_name!r} failed and fail_fast is on")
+        self.retry_timers.clear()
+
+    def _interrupt(self) -> None:
+        """Ctrl-C: cancel what is queued, abandon what runs, settle the rest."""
+        self.stopping = True
+        reason = "interrupted (KeyboardInterrupt)"
+        self._cancel_queued(reason=reason, cause=None)
+        for j, state in enumerate(self.states):
+            if state.status is _PENDING or state.status is _RUNNING:
+                if state.status is _RUNNING:
+                    self.ctx.running -= 1
+                self._settle_quietly(j, _CANCELLED, None, reason)
+        self.retry_timers.clear()
+        self.deadlines.clear()
+
+    def _cancel_queued(self, *, reason: str, cause: str | None) -> None:
+        for i, attempt in self.backend.cancel_pending():
+            state = self.states[i]
+            if state.status is _RUNNING and state.attempts == attempt:
+                state.attempts -= 1  # it never started
+                self.ctx.running -= 1
+                self._settle_quietly(i, _CANCELLED, cause, reason)
+
+    def _settle_quietly(self, i: int, status: Status, cause: str | None, reason: str) -> None:
+        # Like _settle_not_run, but downstream tasks are settled by the caller.
+        state = self.states[i]
+        state.status = status
+        state.cause = cause
+        state.reason = reason
+        if not state.status.produced_value:
+            state.value = None
+        self.unfinished -= 1
+        self.ctx.done += 1
+        if self.hooks.on_task_skip:
+            self.hooks.emit(self.hooks.on_task_skip, self.ctx, state)
+
+    # --- the end ---------------------------------------------------------------
+
+    def _result(self, interrupted: bool) -> RunResult:
+        return RunResult(
+            states={s.name: s for s in self.states},
+            run_id=self.ctx.run_id,
+            dag_name=self.ctx.dag_name,
+            started_at=self.ctx.started_at,
+            duration=self.ctx.elapsed,
+            graph={
+                name: tuple(self.graph.names[u] for u in ups)
+                for name, ups in zip(self.graph.names, self.graph.up, strict=True)
+            },
+            interrupted=interrupted,
+        )
+
+    def _raise_for_failure(self, result: RunResult) -> None:
+        if self.first_failure is None:
+            return
+        state = self.states[self.first_failure]
+        error = state.error
+        others = len(result.failed) - 1
+        also = f"; {others} other task(s) failed too" if others > 0 else ""
+        how = (
+            f"after {state.attempts} attempt(s)" if state.attempts else "before it ran"
+        )
+        raise TaskExecutionError(
+            f"task {state.name!r} failed {how}: {type(error).__name__}: {error}{also}. "
+            "The original error is chained below; every task's outcome is in .result.states.",
+            task_name=state.name,
+            attempts=state.attempts,
+            result=result,
+        ) from error
+
+
+def _root_cause(state: TaskState) -> str:
+    """The task at the root of ``state``'s status: itself, or what it recorded."""
+    if state.status is _FAILED:
+        return state.name
+    return state.cause or state.name

@@ -1,0 +1,122 @@
+"""What runs on a worker: call a task's function once and settle the outcome.
+
+A worker never lets an exception escape and never decides anything: it returns
+an :data:`Outcome` — ``(ok, value_or_error, started_at, finished_at, worker)`` —
+and the scheduler, in the calling process, decides about retries, skips,
+caching, logging and state. Everything here is small, importable and picklable,
+so the same functions run in threads, in process pools and on Dask workers.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
+from typing import Any
+
+from flowkit.context import TaskContext, current_task
+from flowkit.exceptions import TaskExecutionError, TaskTimeoutError
+
+__all__ = ["Call", "Outcome", "invoke", "invoke_batch", "invoke_remote"]
+
+Outcome = tuple[bool, Any, float, float, str]
+"""(ok, value or exception, started_at, finished_at, worker)."""
+
+Call = tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any], TaskContext, float | None]
+"""(function, positional inputs, keyword inputs, task context, timeout)."""
+
+_now = time.time
+
+
+def invoke(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], ctx: TaskContext
+) -> Outcome:
+    """Call ``fn`` in this thread with ``ctx`` as the current task."""
+    token = current_task.set(ctx)
+    started = _now()
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as exc:
+        return (False, exc, started, _now(), threading.current_thread().name)
+    finally:
+        current_task.reset(token)
+    return (True, value, started, _now(), threading.current_thread().name)
+
+
+def invoke_remote(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    ctx: TaskContext,
+    timeout: float | None = None,
+) -> Outcome:
+    """Like :func:`invoke`, for a worker in another process.
+
+    The error is made safe to send back (its traceback text travels as a note),
+    and where the worker runs tasks on its main thread — a process pool — a
+    ``timeout`` is enforced with ``SIGALRM`` so the work really stops.
+    """
+    worker = f"pid {os.getpid()}"
+    alarm = timeout is not None and _can_use_alarm()
+    if alarm:
+        assert timeout is not None
+        previous = signal.signal(signal.SIGALRM, _alarm_handler(ctx.task, timeout))
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+    token = current_task.set(ctx)
+    started = _now()
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as exc:
+        return (False, _sendable(exc, ctx.task), started, _now(), worker)
+    finally:
+        current_task.reset(token)
+        if alarm:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    return (True, value, started, _now(), worker)
+
+
+def invoke_batch(calls: Sequence[Call]) -> list[Outcome]:
+    """Run several tiny calls in one submission, saving a round trip per task."""
+    return [invoke_remote(fn, args, kwargs, ctx, timeout) for fn, args, kwargs, ctx, timeout in calls]
+
+
+def _can_use_alarm() -> bool:
+    return (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+    )
+
+
+def _alarm_handler(task_name: str, timeout: float) -> Callable[[int, FrameType | None], None]:
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise TaskTimeoutError(
+            f"task {task_name!r} timed out after {timeout:g}s (stopped in its worker process)",
+            task_name=task_name,
+            timeout=timeout,
+        )
+
+    return on_alarm
+
+
+def _sendable(exc: Exception, task_name: str) -> Exception:
+    """Return ``exc``, or a stand-in when it cannot be pickled, with the remote traceback as a note."""
+    text = "".join(traceback.format_exception(exc))
+    exc.add_note(f"Traceback in worker process {os.getpid()}:\n{text}")
+    try:
+        pickle.dumps(exc)
+    except Exception:
+        stand_in = TaskExecutionError(
+            f"task {task_name!r} raised {type(exc).__qualname__}: {exc} "
+            "(the original exception could not be pickled back from the worker)",
+            task_name=task_name,
+        )
+        stand_in.add_note(f"Traceback in worker process {os.getpid()}:\n{text}")
+        return stand_in
+    return exc
