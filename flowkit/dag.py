@@ -145,6 +145,7 @@ class DAG:
         state: StateProtocol | None = None,
         resume: bool = False,
         hooks: Sequence[object] = (),
+        address: str | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
@@ -163,6 +164,8 @@ class DAG:
             resume: restore tasks that succeeded in this DAG's latest run in
                 ``state`` and run the rest.
             hooks: objects with lifecycle methods (see ``flowkit.hooks``).
+            address: with ``executor="dask"``, the scheduler address of a Dask
+                cluster (default: ``$DASK_SCHEDULER_ADDRESS``, else a local cluster).
             rng: source of retry jitter; pass ``random.Random(seed)`` to reproduce it.
             clock, sleep: time source and sleep used for retry waits (for tests).
 
@@ -175,7 +178,7 @@ class DAG:
         graph = self._select(targets)
         manager = state if state is not None else self.state
         done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
-        backend = make_backend(executor, max_workers, done)
+        backend = make_backend(executor, max_workers, done, address=address)
         ctx = RunContext(self.name, _new_run_id(), len(graph), backend.name)
         dispatcher = HookDispatcher([manager, *hooks])
         return Scheduler(

@@ -33,6 +33,8 @@ EXECUTOR_NAMES = ("thread", "process", "sync")
 
 Completion = tuple[Any, Outcome]
 
+_THREAD_NOTE = "a thread cannot be killed: it finishes in the background and its result is dropped"
+
 
 class Backend:
     """Runs attempts and reports their outcomes on ``done`` (a ``queue.SimpleQueue``).
@@ -91,9 +93,6 @@ def _call_with_timeout(
     if box:
         return box[0]
     return (False, timeout_error(task, timeout), started, time.time(), helper.name)
-
-
-_THREAD_NOTE = "a thread cannot be killed: it finishes in the background and its result is dropped"
 
 
 def timeout_error(task: Task[..., Any], timeout: float, note: str = _THREAD_NOTE) -> TaskTimeoutError:
@@ -365,7 +364,11 @@ def default_workers(kind: str) -> int:
 
 
 def make_backend(
-    executor: str | cf.Executor, max_workers: int | None, done: queue.SimpleQueue[Completion]
+    executor: str | cf.Executor,
+    max_workers: int | None,
+    done: queue.SimpleQueue[Completion],
+    *,
+    address: str | None = None,
 ) -> Backend:
     """The backend for ``dag.run(executor=..., max_workers=...)``."""
     if max_workers is not None and (
