@@ -73,7 +73,7 @@ def _check_unique(names: dict[str, Task[..., Any]], task: Task[..., Any]) -> Non
 class Graph:
     """Tasks in topological order with their edges as index tuples."""
 
-    __slots__ = ("down", "index", "names", "tasks", "up")
+    __slots__ = ("down", "index", "names", "tasks", "up", "upstream_names")
 
     def __init__(self, tasks: Sequence[Task[..., Any]]):
         self.tasks = list(tasks)
@@ -81,13 +81,17 @@ class Graph:
         self.index = {name: i for i, name in enumerate(self.names)}
         position = {t: i for i, t in enumerate(self.tasks)}
         self.up: list[tuple[int, ...]] = [
-            tuple(position[u] for u in t._upstream if u in position) for t in self.tasks
+            tuple([position[u] for u in t._upstream]) for t in self.tasks
         ]
         down: list[list[int]] = [[] for _ in self.tasks]
         for i, ups in enumerate(self.up):
             for u in ups:
                 down[u].append(i)
         self.down: list[tuple[int, ...]] = [tuple(d) for d in down]
+        self.upstream_names: dict[str, tuple[str, ...]] = {
+            name: tuple([self.names[u] for u in ups])
+            for name, ups in zip(self.names, self.up, strict=True)
+        }
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -98,6 +102,7 @@ class Graph:
             if not task.signature.accepts(len(ups)):
                 upstream = ", ".join(self.names[u] for u in ups) or "none"
                 sig = task.signature
+                text = sig.describe(task.fn)
                 if sig.required_keywords:
                     problem = (
                         f"it has required keyword-only parameters "
@@ -106,7 +111,7 @@ class Graph:
                 else:
                     problem = (
                         f"it receives {len(ups)} upstream value(s) positionally "
-                        f"(from: {upstream}) but its signature is {sig.text}"
+                        f"(from: {upstream}) but its signature is {text}"
                     )
                 raise DAGValidationError(
                     f"task {task.name!r} cannot be called: {problem}. Make the function take "

@@ -418,10 +418,7 @@ class Scheduler:
             dag_name=self.ctx.dag_name,
             started_at=self.ctx.started_at,
             duration=self.ctx.elapsed,
-            graph={
-                name: tuple(self.graph.names[u] for u in ups)
-                for name, ups in zip(self.graph.names, self.graph.up, strict=True)
-            },
+            graph=self.graph.upstream_names,
             interrupted=interrupted,
         )
 
