@@ -7,19 +7,24 @@ that do not fit a function's signature are reported before anything runs.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
+import contextvars
+import functools
 import queue
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from flowkit.aio import AsyncRunner
 from flowkit.context import RunContext
 from flowkit.exceptions import FlowkitError, TaskNotFoundError
 from flowkit.executors import Completion, make_backend
 from flowkit.graph import Graph, upstream_closure
 from flowkit.hooks import HookDispatcher
+from flowkit.logging import LoggingHook
 from flowkit.results import RunResult
 from flowkit.scheduler import Scheduler, StateProtocol
 from flowkit.state import StateManager
@@ -145,7 +150,9 @@ class DAG:
         state: StateProtocol | None = None,
         resume: bool = False,
         hooks: Sequence[object] = (),
+        params: Mapping[str, Any] | None = None,
         address: str | None = None,
+        max_concurrency: int | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
@@ -164,8 +171,11 @@ class DAG:
             resume: restore tasks that succeeded in this DAG's latest run in
                 ``state`` and run the rest.
             hooks: objects with lifecycle methods (see ``flowkit.hooks``).
+            params: run parameters: a task gets ``params[name]`` by keyword for each
+                parameter ``name`` of its function that no upstream task feeds.
             address: with ``executor="dask"``, the scheduler address of a Dask
                 cluster (default: ``$DASK_SCHEDULER_ADDRESS``, else a local cluster).
+            max_concurrency: at most this many ``async def`` tasks at once.
             rng: source of retry jitter; pass ``random.Random(seed)`` to reproduce it.
             clock, sleep: time source and sleep used for retry waits (for tests).
 
@@ -176,11 +186,18 @@ class DAG:
             KeyboardInterrupt: re-raised after pending work is cancelled.
         """
         graph = self._select(targets)
+        params = dict(params or {})
+        keyword_inputs = graph.bind_params(params)
         manager = state if state is not None else self.state
         done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         backend = make_backend(executor, max_workers, done, address=address)
-        ctx = RunContext(self.name, _new_run_id(), len(graph), backend.name)
-        dispatcher = HookDispatcher([manager, *hooks])
+        aio = (
+            AsyncRunner(done, loop=_caller_loop.get(), max_concurrency=max_concurrency)
+            if graph.has_async
+            else None
+        )
+        ctx = RunContext(self.name, _new_run_id(), len(graph), backend.name, params)
+        dispatcher = HookDispatcher([manager, LoggingHook(), *hooks])
         return Scheduler(
             graph,
             backend,
@@ -190,10 +207,36 @@ class DAG:
             fail_fast=fail_fast,
             state=manager,
             resume=resume,
+            keyword_inputs=keyword_inputs,
+            aio=aio,
             rng=rng,
             clock=clock,
             sleep=sleep,
         ).run()
+
+
+    async def arun(self, **options: Any) -> RunResult:
+        """Run the DAG from async code; ``async def`` tasks run on the caller's loop.
+
+        Takes the same options as :meth:`run`. The scheduler and synchronous
+        tasks run in threads, so the loop stays free while the DAG runs.
+        """
+        if "max_concurrency" in options and options["max_concurrency"] is not None:
+            if not isinstance(options["max_concurrency"], int) or options["max_concurrency"] < 1:
+                raise FlowkitError(
+                    f"max_concurrency must be a positive integer, got {options['max_concurrency']!r}"
+                )
+        token = _caller_loop.set(asyncio.get_running_loop())
+        try:  # to_thread copies this context, so run() sees the caller's loop
+            return await asyncio.to_thread(functools.partial(self.run, **options))
+        finally:
+            _caller_loop.reset(token)
+
+
+# The event loop of ``arun``'s caller, seen by ``run`` in the thread arun starts.
+_caller_loop: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
+    "flowkit_caller_loop", default=None
+)
 
 
 def _new_run_id() -> str:

@@ -49,6 +49,7 @@ class Backend:
     name = "sync"
     remote = False
     inline_ok = True
+    self_timing = True  # enforces timeouts itself (the scheduler sets no deadline)
     timeout_note = _THREAD_NOTE
 
     def __init__(self, done: queue.SimpleQueue[Completion]):
@@ -112,6 +113,7 @@ class ThreadBackend(Backend):
     """
 
     name = "thread"
+    self_timing = False
 
     def __init__(self, done: queue.SimpleQueue[Completion], max_workers: int):
         super().__init__(done)
@@ -179,6 +181,7 @@ class FutureBackend(Backend):
     """Runs attempts on a ``concurrent.futures.Executor``, owned or the caller's."""
 
     inline_ok = False
+    self_timing = False
     timeout_note = "the executor may still be running it; its result will be dropped"
 
     def __init__(

@@ -7,7 +7,7 @@ task beyond following these lists.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from flowkit.exceptions import DAGCycleError, DAGValidationError, TaskDefinitionError
@@ -73,7 +73,16 @@ def _check_unique(names: dict[str, Task[..., Any]], task: Task[..., Any]) -> Non
 class Graph:
     """Tasks in topological order with their edges as index tuples."""
 
-    __slots__ = ("down", "index", "names", "tasks", "up", "upstream_names")
+    __slots__ = (
+        "_run_parameters",
+        "down",
+        "has_async",
+        "index",
+        "names",
+        "tasks",
+        "up",
+        "upstream_names",
+    )
 
     def __init__(self, tasks: Sequence[Task[..., Any]]):
         self.tasks = list(tasks)
@@ -88,6 +97,8 @@ class Graph:
             for u in ups:
                 down[u].append(i)
         self.down: list[tuple[int, ...]] = [tuple(d) for d in down]
+        self.has_async = any(t.is_async for t in self.tasks)
+        self._run_parameters: list[tuple[int, tuple[tuple[str, bool], ...]]] | None = None
         self.upstream_names: dict[str, tuple[str, ...]] = {
             name: tuple([self.names[u] for u in ups])
             for name, ups in zip(self.names, self.up, strict=True)
@@ -97,28 +108,68 @@ class Graph:
         return len(self.tasks)
 
     def check_signatures(self) -> None:
-        """Every task's function must accept as many inputs as it has upstream tasks."""
+        """Every task's function must accept as many inputs as it has upstream tasks.
+
+        Parameters left unfed are run parameters, checked by :meth:`bind_params`.
+        """
         for task, ups in zip(self.tasks, self.up, strict=True):
             if not task.signature.accepts(len(ups)):
                 upstream = ", ".join(self.names[u] for u in ups) or "none"
-                sig = task.signature
-                text = sig.describe(task.fn)
-                if sig.required_keywords:
-                    problem = (
-                        f"it has required keyword-only parameters "
-                        f"({', '.join(sig.required_keywords)}) that nothing fills"
-                    )
-                else:
-                    problem = (
-                        f"it receives {len(ups)} upstream value(s) positionally "
-                        f"(from: {upstream}) but its signature is {text}"
-                    )
                 raise DAGValidationError(
-                    f"task {task.name!r} cannot be called: {problem}. Make the function take "
-                    "one parameter per upstream task, in the order the edges were declared, "
-                    "or no parameters at all if the edges only order the work.",
+                    f"task {task.name!r} cannot be called: it receives {len(ups)} upstream "
+                    f"value(s) positionally (from: {upstream}) but its signature is "
+                    f"{task.signature.describe(task.fn)}. Make the function take one parameter "
+                    "per upstream task, in the order the edges were declared, or no parameters "
+                    "at all if the edges only order the work.",
                     task_name=task.name,
                 )
+
+    def run_parameters(self) -> list[tuple[int, tuple[tuple[str, bool], ...]]]:
+        """``(task index, ((name, required), ...))`` for each task that takes run parameters."""
+        if self._run_parameters is None:
+            self._run_parameters = [
+                (i, slots)
+                for i, (task, ups) in enumerate(zip(self.tasks, self.up, strict=True))
+                if (slots := task.signature.run_parameters(len(ups)))
+            ]
+        return self._run_parameters
+
+    def bind_params(self, params: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+        """The keyword arguments each task gets from ``params``, by task index.
+
+        Raises:
+            DAGValidationError: a required parameter has no value, or a run
+                parameter is taken by no task (a typo, most likely).
+        """
+        bound: dict[int, dict[str, Any]] = {}
+        used: set[str] = set()
+        for i, slots in self.run_parameters():
+            kwargs = {}
+            for name, required in slots:
+                if name in params:
+                    kwargs[name] = params[name]
+                    used.add(name)
+                elif required:
+                    task = self.tasks[i]
+                    upstream = ", ".join(self.names[u] for u in self.up[i]) or "none"
+                    raise DAGValidationError(
+                        f"task {task.name!r} needs a value for its parameter {name!r}: no "
+                        f"upstream task feeds it (upstream: {upstream}; signature "
+                        f"{task.signature.describe(task.fn)}). Pass it as a run parameter, "
+                        f"dag.run(params={{{name!r}: ...}}), give it a default, or wire "
+                        "an upstream task for it.",
+                        task_name=task.name,
+                    )
+            if kwargs:
+                bound[i] = kwargs
+        unknown = sorted(set(params) - used)
+        if unknown:
+            accepted = sorted({name for _, slots in self.run_parameters() for name, _ in slots})
+            raise DAGValidationError(
+                f"run parameter {unknown[0]!r} is not a parameter of any task in this run "
+                f"(tasks take: {', '.join(accepted) or 'none'}). Check its spelling.",
+            )
+        return bound
 
     def simulated_order(self) -> list[int]:
         """The order in which the scheduler starts tasks if every task succeeds at once.

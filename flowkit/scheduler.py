@@ -18,9 +18,11 @@ import itertools
 import queue
 import random as _random
 import time
+import types
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+from flowkit.aio import AsyncRunner
 from flowkit.context import RunContext, TaskContext
 from flowkit.exceptions import FlowkitError, TaskExecutionError
 from flowkit.executors import Backend, Completion, timeout_error
@@ -37,6 +39,7 @@ _SUCCESS, _CACHED, _SKIPPED = Status.SUCCESS, Status.CACHED, Status.SKIPPED
 _PENDING, _RUNNING, _FAILED = Status.PENDING, Status.RUNNING, Status.FAILED
 _UPSTREAM_FAILED, _CANCELLED = Status.UPSTREAM_FAILED, Status.CANCELLED
 _BROKEN = (_FAILED, _UPSTREAM_FAILED, _CANCELLED)
+_NO_KWARGS: Mapping[str, Any] = types.MappingProxyType({})
 
 
 class StateProtocol(Protocol):
@@ -65,6 +68,8 @@ class Scheduler:
         fail_fast: bool,
         state: StateProtocol | None,
         resume: bool,
+        keyword_inputs: Mapping[int, Mapping[str, Any]] | None = None,
+        aio: AsyncRunner | None = None,
         rng: _random.Random | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] | None = None,
@@ -77,6 +82,8 @@ class Scheduler:
         self.fail_fast = fail_fast
         self.state = state
         self.resume = resume
+        self.keyword_inputs = keyword_inputs or {}
+        self.aio = aio
         self.random = (rng or _random.Random()).random
         self.clock = clock or time.monotonic
         self.sleep = sleep or time.sleep
@@ -110,6 +117,8 @@ class Scheduler:
             raise
         finally:
             self.backend.close(cancel=interrupted or self.stopping)
+            if self.aio is not None:
+                self.aio.close(cancel=interrupted or self.stopping)
             result = self._result(interrupted)
             self.hooks.emit(self.hooks.on_dag_end, self.ctx, result)
         self._raise_for_failure(result)
@@ -224,7 +233,7 @@ class Scheduler:
                 self._settle_not_run(i, _SKIPPED, cause=task.name, reason="its when= condition was false")
                 return
         if options.cache_ttl is not None and self.state is not None:
-            key, hit, value = self.state.lookup(task, args, {})
+            key, hit, value = self.state.lookup(task, args, self.keyword_inputs.get(i, _NO_KWARGS))
             state.cache_key = key
             if hit:
                 state.status = _CACHED
@@ -233,7 +242,13 @@ class Scheduler:
                 self._finish(i, self.hooks.on_task_cached)
                 return
         state.inputs = args
-        self._submit(i, inline=lone and self.backend.inline_ok and options.timeout is None)
+        self._submit(
+            i,
+            inline=lone
+            and self.backend.inline_ok
+            and options.timeout is None
+            and not task.is_async,
+        )
 
     def _submit(self, i: int, *, inline: bool) -> None:
         state = self.states[i]
@@ -243,9 +258,13 @@ class Scheduler:
         self.ctx.running += 1
         self.hooks.emit(self.hooks.on_task_start, self.ctx, state)
         timeout = task.options.timeout
-        if timeout is not None and self.backend.name != "sync":
+        runner: Backend | AsyncRunner = (
+            self.aio if task.is_async and self.aio is not None else self.backend
+        )
+        if timeout is not None and not runner.self_timing:
             heapq.heappush(self.deadlines, (time.monotonic() + timeout, i, state.attempts))
-        self.backend.submit((i, state.attempts), task, state.inputs, {}, self.task_ctx[i],
+        runner.submit((i, state.attempts), task, state.inputs,
+                            self.keyword_inputs.get(i, _NO_KWARGS), self.task_ctx[i],
                             inline=inline)
 
     # --- outcomes ------------------------------------------------------------
@@ -389,7 +408,10 @@ class Scheduler:
         self.deadlines.clear()
 
     def _cancel_queued(self, *, reason: str, cause: str | None) -> None:
-        for i, attempt in self.backend.cancel_pending():
+        queued = self.backend.cancel_pending()
+        if self.aio is not None:
+            queued += self.aio.cancel_pending()
+        for i, attempt in queued:
             state = self.states[i]
             if state.status is _RUNNING and state.attempts == attempt:
                 state.attempts -= 1  # it never started

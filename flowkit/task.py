@@ -110,13 +110,26 @@ def _is_int(value: object) -> bool:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Signature:
-    """What a task's function accepts, worked out once at decoration time."""
+    """What a task's function accepts, worked out once at decoration time.
+
+    Upstream values fill the positional parameters from the left; a named
+    parameter that no upstream task feeds is a *run parameter*, filled by
+    keyword from ``dag.run(params=...)`` or left to its default.
+    """
 
     takes_nothing: bool  # no parameters at all: upstream edges only order the work
-    min_positional: int  # positional parameters without a default
-    max_positional: float  # math.inf with *args
+    positional: tuple[str, ...]  # names of the positional parameters, in order
+    positional_only: int  # how many of them cannot be passed by keyword
+    required_positional: int  # leading positional parameters without a default
+    variadic: bool  # has *args
+    keyword_only: tuple[str, ...]
     required_keywords: tuple[str, ...]  # keyword-only parameters without a default
-    text: str  # the signature as written, for error messages
+    text: str = ""  # the signature as written, when known; see describe()
+
+    @property
+    def max_positional(self) -> float:
+        """How many upstream values the function can take (``math.inf`` with *args)."""
+        return math.inf if self.variadic else len(self.positional)
 
     @classmethod
     def of(cls, fn: Callable[..., Any]) -> Signature:
@@ -125,22 +138,18 @@ class Signature:
         try:
             sig = inspect.signature(fn)
         except (TypeError, ValueError):  # some builtins have none: accept anything
-            return cls(False, 0, math.inf, (), "(...)")
-        positional = [
-            p
-            for p in sig.parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        variadic = any(p.kind is p.VAR_POSITIONAL for p in sig.parameters.values())
+            return cls(False, (), 0, 0, True, (), (), "(...)")
+        params = list(sig.parameters.values())
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        keyword_only = [p for p in params if p.kind is p.KEYWORD_ONLY]
         return cls(
-            takes_nothing=not sig.parameters,
-            min_positional=sum(p.default is p.empty for p in positional),
-            max_positional=math.inf if variadic else len(positional),
-            required_keywords=tuple(
-                p.name
-                for p in sig.parameters.values()
-                if p.kind is p.KEYWORD_ONLY and p.default is p.empty
-            ),
+            takes_nothing=not params,
+            positional=tuple(p.name for p in positional),
+            positional_only=sum(p.kind is p.POSITIONAL_ONLY for p in positional),
+            required_positional=sum(p.default is p.empty for p in positional),
+            variadic=any(p.kind is p.VAR_POSITIONAL for p in params),
+            keyword_only=tuple(p.name for p in keyword_only),
+            required_keywords=tuple(p.name for p in keyword_only if p.default is p.empty),
             text=str(sig),
         )
 
@@ -149,21 +158,21 @@ class Signature:
         # Read the code object directly: inspect.signature costs several
         # microseconds per task, which adds up over 100,000 tasks.
         code = fn.__code__
-        positional = code.co_argcount
-        keyword_only = code.co_kwonlyargcount
+        n_positional = code.co_argcount
+        n_keyword_only = code.co_kwonlyargcount
         variadic = bool(code.co_flags & inspect.CO_VARARGS)
         var_keywords = bool(code.co_flags & inspect.CO_VARKEYWORDS)
+        names = code.co_varnames
+        keyword_only = names[n_positional : n_positional + n_keyword_only]
         keyword_defaults = fn.__kwdefaults__ or {}
         return cls(
-            takes_nothing=not (positional or keyword_only or variadic or var_keywords),
-            min_positional=positional - len(fn.__defaults__ or ()),
-            max_positional=math.inf if variadic else positional,
-            required_keywords=tuple(
-                name
-                for name in code.co_varnames[positional : positional + keyword_only]
-                if name not in keyword_defaults
-            ),
-            text="",  # filled in lazily by describe(), only for error messages
+            takes_nothing=not (n_positional or n_keyword_only or variadic or var_keywords),
+            positional=names[:n_positional],
+            positional_only=code.co_posonlyargcount,
+            required_positional=n_positional - len(fn.__defaults__ or ()),
+            variadic=variadic,
+            keyword_only=keyword_only,
+            required_keywords=tuple(n for n in keyword_only if n not in keyword_defaults),
         )
 
     def describe(self, fn: Callable[..., Any]) -> str:
@@ -176,10 +185,24 @@ class Signature:
             return "(...)"
 
     def accepts(self, inputs: int) -> bool:
-        """Whether the function can be called with ``inputs`` upstream values."""
+        """Whether ``inputs`` upstream values fit, leaving only nameable parameters unfed."""
         if self.takes_nothing:
             return True
-        return self.min_positional <= inputs <= self.max_positional and not self.required_keywords
+        return inputs <= self.max_positional and inputs >= min(
+            self.positional_only, self.required_positional
+        )
+
+    def run_parameters(self, inputs: int) -> tuple[tuple[str, bool], ...]:
+        """``(name, required)`` of the parameters left for run parameters after
+        ``inputs`` upstream values fill the positional ones."""
+        if self.takes_nothing:
+            return ()
+        positional = tuple(
+            (name, k < self.required_positional)
+            for k, name in enumerate(self.positional)
+            if k >= inputs
+        )
+        return positional + tuple((n, n in self.required_keywords) for n in self.keyword_only)
 
 
 class Task(Generic[P, R]):
@@ -237,6 +260,7 @@ class Task(Generic[P, R]):
             cache_key=cache_key,
         ).validated(name)
         self.signature = Signature.of(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
         self._upstream: dict[Task[..., Any], None] = {}  # ordered set: declaration order
         self._downstream: dict[Task[..., Any], None] = {}
         # What functools.update_wrapper would copy, without its per-call cost.
@@ -328,6 +352,18 @@ def _as_tasks(other: object, this: Task[..., Any]) -> Sequence[Task[..., Any]]:
     if isinstance(other, Task):
         return (other,)
     if isinstance(other, list | tuple):
+        # Check every item before wiring any, so a bad list leaves no edge behind.
+        for item in other:
+            if not isinstance(item, Task):
+                raise TaskDefinitionError(
+                    f"cannot wire task {this.name!r} to {item!r} in {other!r}: "
+                    "only tasks (or lists of tasks) can be wired with >> and <<",
+                    task_name=this.name,
+                )
+            if item is this:
+                raise TaskDefinitionError(
+                    f"task {this.name!r} cannot depend on itself", task_name=this.name
+                )
         return other
     raise TaskDefinitionError(
         f"cannot wire task {this.name!r} to {other!r}: use a task or a list of tasks",
