@@ -77,6 +77,7 @@ class Graph:
         "_run_parameters",
         "down",
         "has_async",
+        "has_map",
         "index",
         "names",
         "tasks",
@@ -98,6 +99,7 @@ class Graph:
                 down[u].append(i)
         self.down: list[tuple[int, ...]] = [tuple(d) for d in down]
         self.has_async = any(t.is_async for t in self.tasks)
+        self.has_map = any(t.is_map for t in self.tasks)
         self._run_parameters: list[tuple[int, tuple[tuple[str, bool], ...]]] | None = None
         self.upstream_names: dict[str, tuple[str, ...]] = {
             name: tuple([self.names[u] for u in ups])
@@ -113,6 +115,12 @@ class Graph:
         Parameters left unfed are run parameters, checked by :meth:`bind_params`.
         """
         for task, ups in zip(self.tasks, self.up, strict=True):
+            if task.is_map and not ups:
+                raise DAGValidationError(
+                    f"task {task.name!r} is mapped over the result of its first upstream task, "
+                    f"but it has none: wire one, e.g. items >> {task.name}",
+                    task_name=task.name,
+                )
             if not task.signature.accepts(len(ups)):
                 upstream = ", ".join(self.names[u] for u in ups) or "none"
                 raise DAGValidationError(

@@ -18,7 +18,6 @@ import itertools
 import queue
 import random as _random
 import time
-import types
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -39,7 +38,7 @@ _SUCCESS, _CACHED, _SKIPPED = Status.SUCCESS, Status.CACHED, Status.SKIPPED
 _PENDING, _RUNNING, _FAILED = Status.PENDING, Status.RUNNING, Status.FAILED
 _UPSTREAM_FAILED, _CANCELLED = Status.UPSTREAM_FAILED, Status.CANCELLED
 _BROKEN = (_FAILED, _UPSTREAM_FAILED, _CANCELLED)
-_NO_KWARGS: Mapping[str, Any] = types.MappingProxyType({})
+_NO_KWARGS: Mapping[str, Any] = {}  # shared and never mutated (picklable, unlike a proxy)
 
 
 class StateProtocol(Protocol):
@@ -82,7 +81,7 @@ class Scheduler:
         self.fail_fast = fail_fast
         self.state = state
         self.resume = resume
-        self.keyword_inputs = keyword_inputs or {}
+        self.keyword_inputs: dict[int, Mapping[str, Any]] = dict(keyword_inputs or {})
         self.aio = aio
         self.random = (rng or _random.Random()).random
         self.clock = clock or time.monotonic
@@ -98,6 +97,9 @@ class Scheduler:
         self.first_failure: int | None = None
         self.restored: Mapping[str, tuple[Status, Any]] = {}
         self.task_ctx = [TaskContext(t.name, ctx.run_id, ctx.dag_name) for t in graph.tasks]
+        # Mapped tasks add item nodes at run time: give them their own edge list.
+        self.down: list[tuple[int, ...]] = list(graph.down) if graph.has_map else graph.down
+        self.expanded: dict[int, range] = {}  # map node -> indices of its items
 
     # --- the loop --------------------------------------------------------
 
@@ -180,6 +182,9 @@ class Scheduler:
         state = self.states[i]
         if state.status is not _PENDING:  # settled already (fail-fast, Ctrl-C)
             return
+        if i in self.expanded:  # a mapped task whose items have all finished
+            self._collect(i)
+            return
         task = self.graph.tasks[i]
         if self.restored and task.name in self.restored:
             status, value = self.restored[task.name]
@@ -220,7 +225,17 @@ class Scheduler:
                 reason=f"upstream task {up_state.name!r} was skipped",
             )
             return
+        if task.is_map:
+            self._expand(i, inputs)
+            return
         args = () if task.signature.takes_nothing else tuple(inputs)
+        self._run_with(i, args, lone)
+
+    def _run_with(self, i: int, args: tuple[Any, ...], lone: bool) -> None:
+        """Apply the condition and the cache, then submit a first attempt."""
+        state = self.states[i]
+        task = state.task
+        options = task.options
         if options.when is not None:
             try:
                 go = options.when(*args)
@@ -230,7 +245,9 @@ class Scheduler:
                 self._fail(i)
                 return
             if not go:
-                self._settle_not_run(i, _SKIPPED, cause=task.name, reason="its when= condition was false")
+                self._settle_not_run(
+                    i, _SKIPPED, cause=state.name, reason="its when= condition was false"
+                )
                 return
         if options.cache_ttl is not None and self.state is not None:
             key, hit, value = self.state.lookup(task, args, self.keyword_inputs.get(i, _NO_KWARGS))
@@ -266,6 +283,69 @@ class Scheduler:
         runner.submit((i, state.attempts), task, state.inputs,
                             self.keyword_inputs.get(i, _NO_KWARGS), self.task_ctx[i],
                             inline=inline)
+
+    # --- mapped tasks ----------------------------------------------------------
+
+    def _expand(self, i: int, inputs: list[Any]) -> None:
+        """Add one item node per element of the first input; the map node waits for them."""
+        task = self.graph.tasks[i]
+        source, *extra = inputs
+        try:
+            items = list(source)
+        except TypeError:
+            state = self.states[i]
+            state.error = TypeError(
+                f"task {task.name!r} is mapped over the result of "
+                f"{self.states[self.graph.up[i][0]].name!r}, which is a "
+                f"{type(source).__name__}, not an iterable: return a list (or any iterable)"
+            )
+            state.reason = "its input could not be mapped over"
+            self._fail(i)
+            return
+        first = len(self.states)
+        items_range = range(first, first + len(items))
+        self.expanded[i] = items_range
+        self.waiting[i] = len(items)
+        self.unfinished += len(items)
+        self.ctx.total += len(items)
+        kwargs = self.keyword_inputs.get(i)
+        for k, item in enumerate(items):
+            item_state = TaskState(task)
+            item_state.name = f"{task.name}[{k}]"
+            self.states.append(item_state)
+            self.waiting.append(0)
+            self.down.append((i,))
+            self.task_ctx.append(TaskContext(item_state.name, self.ctx.run_id, self.ctx.dag_name))
+            if kwargs is not None:
+                self.keyword_inputs[first + k] = kwargs
+        if not items:
+            self._collect(i)
+            return
+        for k, item in enumerate(items):
+            j = first + k
+            if self.restored and self.states[j].name in self.restored:
+                status, value = self.restored[self.states[j].name]
+                self._restore(j, status, value)
+            else:
+                self._run_with(j, (item, *extra), lone=False)
+
+    def _collect(self, i: int) -> None:
+        """All items of map node ``i`` ended: its value is their values, in order."""
+        items = [self.states[j] for j in self.expanded.pop(i, range(0))]
+        broken = next((s for s in items if s.status in _BROKEN), None)
+        if broken is not None:
+            self._settle_not_run(
+                i,
+                _UPSTREAM_FAILED,
+                cause=_root_cause(broken),
+                reason=f"its item {broken.name!r} is {broken.status.name}",
+            )
+            return
+        state = self.states[i]
+        state.status = _SUCCESS
+        state.value = [s.value if s.status.produced_value else SKIPPED for s in items]
+        state.duration = sum(s.duration for s in items)
+        self._finish(i, self.hooks.on_task_success)
 
     # --- outcomes ------------------------------------------------------------
 
@@ -362,7 +442,7 @@ class Scheduler:
         if event:
             self.hooks.emit(event, self.ctx, self.states[i])
         waiting = self.waiting
-        for d in self.graph.down[i]:
+        for d in self.down[i]:
             waiting[d] -= 1
             if not waiting[d]:
                 self.ready.append(d)
@@ -372,17 +452,17 @@ class Scheduler:
     def _stop(self, failed: int) -> None:
         """Fail fast: start nothing new; settle every task that has not started."""
         self.stopping = True
-        failed_name = self.graph.names[failed]
+        failed_name = self.states[failed].name
         self._cancel_queued(reason=f"cancelled after {failed_name!r} failed (fail_fast)",
                             cause=failed_name)
         # Dependants of the failed task are UPSTREAM_FAILED; the rest CANCELLED.
         dependants = set()
-        frontier = list(self.graph.down[failed])
+        frontier = list(self.down[failed])
         while frontier:
             d = frontier.pop()
             if d not in dependants:
                 dependants.add(d)
-                frontier.extend(self.graph.down[d])
+                frontier.extend(self.down[d])
         for j, state in enumerate(self.states):
             if state.status is not _PENDING:
                 continue
@@ -430,6 +510,11 @@ class Scheduler:
         self.ctx.done += 1
         if self.hooks.on_task_skip:
             self.hooks.emit(self.hooks.on_task_skip, self.ctx, state)
+        if i >= len(self.graph):  # an item: its map node collects once all items ended
+            for d in self.down[i]:
+                self.waiting[d] -= 1
+                if not self.waiting[d]:
+                    self.ready.append(d)
 
     # --- the end ---------------------------------------------------------------
 

@@ -19,12 +19,12 @@ import math
 import pickle
 import sys
 import types
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from flowkit.exceptions import TaskDefinitionError
 
-__all__ = ["Registry", "Task", "TaskOptions", "registry", "task"]
+__all__ = ["MapTask", "Registry", "Task", "TaskOptions", "registry", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -269,7 +269,8 @@ class Task(Generic[P, R]):
         self.__name__ = getattr(fn, "__name__", name)
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
-        (registry if registry is not None else _default_registry()).register(self)
+        self.registry = registry if registry is not None else _default_registry()
+        self.registry.register(self)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -346,6 +347,50 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r}>"
+
+    is_map = False  # see MapTask
+
+    def map(self, *, name: str | None = None) -> MapTask[R]:
+        """A node that calls this task once per item of its first upstream's result.
+
+        At run time each item becomes its own attempt on the executor — with
+        this task's retries, timeout, condition and cache entry — named
+        ``"<name>[<index>]"`` in the run's states; the node's result is the list
+        of item results, in input order. Other upstream tasks, if any, are
+        passed unchanged after the item::
+
+            list_files >> process.map() >> total
+
+        The node is named like this task unless ``name`` is given, and replaces
+        it in the registry (the unmapped task is a template, not a step).
+        """
+        return MapTask(self, name=name)
+
+
+class MapTask(Task[..., list[R]]):
+    """A task mapped over the items of its first upstream's result (see :meth:`Task.map`)."""
+
+    is_map = True
+
+    def __init__(self, template: Task[..., R], *, name: str | None = None):
+        if not isinstance(template, Task) or isinstance(template, MapTask):
+            raise TaskDefinitionError(f"only a plain task can be mapped, got {template!r}")
+        options = template.options
+        super().__init__(
+            template,
+            name=name or template.name,
+            **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)},
+            registry=template.registry,
+        )
+        self.template = template
+        self.is_async = template.is_async
+
+    def __call__(self, items: Iterable[Any], *extra: Any) -> list[R]:  # type: ignore[override]
+        """Call the template once per item, like a run does (for unit tests)."""
+        return [self.template(item, *extra) for item in items]
+
+    def __repr__(self) -> str:
+        return f"<MapTask {self.name!r} of {self.template.name!r}>"
 
 
 def _as_tasks(other: object, this: Task[..., Any]) -> Sequence[Task[..., Any]]:
