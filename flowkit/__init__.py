@@ -16,11 +16,12 @@ from flowkit.exceptions import (
     TaskTimeoutError,
 )
 from flowkit.hooks import Hook
+from flowkit.logging import configure_logging, get_run_logger
 from flowkit.outcome import SKIPPED, Attempt, Status, TaskState
 from flowkit.results import RunResult
 from flowkit.retry import backoff_delay
 from flowkit.state import StateManager
-from flowkit.task import Registry, Task, TaskOptions, registry, task
+from flowkit.task import MapTask, Registry, Task, TaskOptions, registry, task
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,7 @@ __all__ = [
     "DAGValidationError",
     "FlowkitError",
     "Hook",
+    "MapTask",
     "Plan",
     "Registry",
     "RunContext",
@@ -48,6 +50,8 @@ __all__ = [
     "TaskTimeoutError",
     "__version__",
     "backoff_delay",
+    "configure_logging",
+    "get_run_logger",
     "registry",
     "task",
 ]
