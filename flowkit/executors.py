@@ -1,4 +1,4 @@
-"""Where attempts run: the backends behind ``executor="sync" | "thread" | "process"``
+"""Where attempts run: the backends behind ``executor="sync" | "thread" | "process" | "dask"``
 and any ``concurrent.futures.Executor``.
 
 Every backend takes calls with :meth:`Backend.submit` and delivers each
@@ -6,30 +6,47 @@ Every backend takes calls with :meth:`Backend.submit` and delivers each
 ``(token, outcome)``. Completion is tracked with ``Future.add_done_callback``,
 never ``concurrent.futures.wait``, so futures of foreign executors (Dask's
 ``ClientExecutor``, loky, mpi4py) work too.
+
+Results that come back from another process larger than
+:data:`LARGE_RESULT_BYTES` (pickled) are reported once per run through the
+``flowkit.executors`` logger: big data should travel as a path, not as a value.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import functools
+import logging
 import multiprocessing
 import os
 import pickle
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from flowkit.context import TaskContext
+from flowkit.distributed import TIMEOUT_NOTE as _DASK_TIMEOUT_NOTE
+from flowkit.distributed import connect as _connect_dask
+from flowkit.distributed import is_dask_executor, is_killed_worker
 from flowkit.exceptions import FlowkitError, TaskExecutionError, TaskTimeoutError
 from flowkit.task import Task
-from flowkit.worker import Outcome, invoke, invoke_remote
+from flowkit.worker import Outcome, Pickled, invoke, invoke_remote
 
-__all__ = ["EXECUTOR_NAMES", "Backend", "make_backend"]
+__all__ = ["EXECUTOR_NAMES", "LARGE_RESULT_BYTES", "Backend", "make_backend"]
 
-EXECUTOR_NAMES = ("thread", "process", "sync")
+EXECUTOR_NAMES = ("thread", "process", "sync", "dask")
+
+LARGE_RESULT_BYTES = 10 * 1024 * 1024
+"""Pickled size above which a result coming back from another process is
+reported (once per run, as a WARNING of the ``flowkit.executors`` logger).
+Assign a new value to change the threshold."""
+
+logger = logging.getLogger("flowkit.executors")
 
 Completion = tuple[Any, Outcome]
 
@@ -54,24 +71,37 @@ class Backend:
 
     def __init__(self, done: queue.SimpleQueue[Completion]):
         self.done = done
+        # The sync backend runs a call only when the scheduler asks for the next
+        # outcome, so a failure is seen before the next call starts (fail-fast).
+        self._queued: collections.deque[tuple[Any, ...]] = collections.deque()
 
     def submit(
         self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
         ctx: TaskContext, *, inline: bool = False,
     ) -> None:
-        """Start an attempt; its outcome arrives later on ``done``."""
+        """Queue an attempt; its outcome arrives on ``done`` once it has run."""
+        self._queued.append((token, task, args, kwargs, ctx))
+
+    def run_queued(self) -> bool:
+        """Run the oldest queued call in this thread; False when none is queued."""
+        if not self._queued:
+            return False
+        token, task, args, kwargs, ctx = self._queued.popleft()
         timeout = task.options.timeout
         if timeout is None:
             self.done.put((token, invoke(task.fn, args, kwargs, ctx)))
         else:
             self.done.put((token, _call_with_timeout(task, args, kwargs, ctx, timeout)))
+        return True
 
     def abandon(self, token: Any) -> None:
         """The scheduler gave up on this attempt (a timeout): free its capacity if possible."""
 
     def cancel_pending(self) -> list[Any]:
         """Cancel every attempt that has not started; return their tokens."""
-        return []
+        tokens = [item[0] for item in self._queued]
+        self._queued.clear()
+        return tokens
 
     def close(self, *, cancel: bool = False) -> None:
         """Release what this backend owns; never shuts down a caller's executor."""
@@ -178,7 +208,21 @@ class ThreadBackend(Backend):
 
 
 class FutureBackend(Backend):
-    """Runs attempts on a ``concurrent.futures.Executor``, owned or the caller's."""
+    """Runs attempts on a ``concurrent.futures.Executor``, owned or the caller's.
+
+    Each attempt is one small call — :func:`~flowkit.worker.invoke_remote` (or
+    ``invoke`` on a thread pool), the task's function (or the Task, which
+    pickles by name), its inputs and a :class:`~flowkit.context.TaskContext` —
+    and nothing of the scheduler, the state or the hooks. Futures report back
+    through ``add_done_callback``, in whatever thread completes them.
+
+    Args:
+        executor: where to run; a caller's executor is never shut down.
+        owned: shut ``executor`` down in :meth:`close`.
+        name: the name runs report (default: ``"dask"`` or the executor's class).
+        pickles: check early that tasks pickle (process pools only).
+        on_close: called by :meth:`close`, e.g. to close a Dask client flowkit opened.
+    """
 
     inline_ok = False
     self_timing = False
@@ -192,15 +236,23 @@ class FutureBackend(Backend):
         owned: bool,
         name: str | None = None,
         pickles: bool = True,
+        on_close: Callable[[], None] | None = None,
     ):
         super().__init__(done)
         self.executor = executor
         self.owned = owned
-        self.name = name or type(executor).__name__
+        self._dask = is_dask_executor(executor)
+        self.name = name or ("dask" if self._dask else type(executor).__name__)
         self.remote = not isinstance(executor, cf.ThreadPoolExecutor)
+        if self._dask:
+            self.timeout_note = _DASK_TIMEOUT_NOTE
         self._pickles = pickles and isinstance(executor, cf.ProcessPoolExecutor)
+        self._on_close = on_close
         self._futures: dict[cf.Future[Outcome], Any] = {}
+        self._dropped: set[cf.Future[Outcome]] = set()  # futures flowkit cancelled itself
         self._callables: dict[Task[..., Any], Callable[..., Any]] = {}
+        self._size_lock = threading.Lock()
+        self._size_reported = False
 
     def submit(
         self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
@@ -208,53 +260,131 @@ class FutureBackend(Backend):
     ) -> None:
         fn = self._callables.get(task)
         if fn is None:
-            fn = self._callables[task] = sendable_callable(task, check_pickle=self._pickles)
+            fn = self._callables[task] = self._sendable(task)
+        if type(kwargs) is not dict:  # a read-only view (mappingproxy) does not pickle
+            kwargs = dict(kwargs)
         try:
-            if self.remote:
+            if self._dask:
+                # A fresh key per attempt, named after the task for Dask's dashboard.
+                # pure=False because Dask would otherwise key the call by its
+                # inputs and answer a retry with the failed attempt's error.
+                dask_submit: Callable[..., cf.Future[Outcome]] = self.executor.submit
+                future = dask_submit(
+                    invoke_remote, fn, args, kwargs, ctx, task.options.timeout,
+                    key=f"{task.name}-{uuid.uuid4().hex}", pure=False,
+                )
+            elif self.remote:
                 future = self.executor.submit(invoke_remote, fn, args, kwargs, ctx,
                                               task.options.timeout)
             else:
                 future = self.executor.submit(invoke, fn, args, kwargs, ctx)
         except BrokenProcessPool as exc:
-            self._report_broken(token, task, exc)
+            self._report(token, task.name, exc)
             return
         except RuntimeError as exc:  # executor shut down by its owner
             raise FlowkitError(
                 f"cannot submit task {task.name!r}: the executor refused it ({exc}); "
                 "pass an executor that is running, and do not shut it down during the run"
             ) from exc
+        except Exception as exc:  # the executor could not take the call (pickling, mostly)
+            self._report(token, task.name, exc)
+            return
         self._futures[future] = token
         future.add_done_callback(functools.partial(self._settle, token, task.name))
 
+    def _sendable(self, task: Task[..., Any]) -> Callable[..., Any]:
+        fn = sendable_callable(task, check_pickle=self._pickles)
+        if self._dask and getattr(task.fn, "__module__", None) == "__main__":
+            # A script's or notebook's tasks live in __main__, which a Dask worker
+            # cannot import by name: send the function, which cloudpickle sends by value.
+            return task.fn
+        return fn
+
     def _settle(self, token: Any, task_name: str, future: cf.Future[Outcome]) -> None:
-        # Runs in whatever thread completes the future: only translate and enqueue.
+        # Runs in whatever thread completes the future (a Dask client's event
+        # loop, a pool's manager thread): only translate and enqueue.
         self._futures.pop(future, None)
         if future.cancelled():
+            if future in self._dropped:
+                self._dropped.discard(future)
+                return
+            # Cancelled behind flowkit's back (the executor shut down, the Dask
+            # cluster restarted): the scheduler still waits for this attempt.
+            error: BaseException | None = cf.CancelledError()
+        else:
+            error = future.exception()
+        if error is not None:
+            self._report(token, task_name, error)
             return
-        error = future.exception()
-        if error is None:
-            self.done.put((token, future.result()))
-            return
+        outcome = future.result()
+        value = outcome[1]
+        kind = type(value)
+        if kind is Pickled:
+            size = len(value.data)
+            try:
+                value = value.load()
+            except Exception as exc:
+                self._report(token, task_name, _undecodable(task_name, exc))
+                return
+            outcome = (outcome[0], value, outcome[2], outcome[3], outcome[4])
+        elif self.remote and (kind is bytes or kind is str):
+            size = len(value)
+        else:
+            size = 0
+        if size > LARGE_RESULT_BYTES:
+            self._report_size(task_name, size)
+        self.done.put((token, outcome))
+
+    def _report(self, token: Any, task_name: str, error: BaseException) -> None:
         now = time.time()
         self.done.put((token, (False, _executor_failure(task_name, error), now, now, self.name)))
 
-    def _report_broken(self, token: Any, task: Task[..., Any], exc: BaseException) -> None:
-        now = time.time()
-        self.done.put((token, (False, _executor_failure(task.name, exc), now, now, self.name)))
+    def _report_size(self, task_name: str, size: int) -> None:
+        with self._size_lock:
+            if self._size_reported:
+                return
+            self._size_reported = True
+        logger.warning(
+            "task %r returned %.1f MB through the %s executor (more than "
+            "flowkit.executors.LARGE_RESULT_BYTES = %d bytes). Large results should not "
+            "travel through the scheduler: write them to storage every worker can reach "
+            "and return the path. Reported once per run.",
+            task_name, size / 1e6, self.name, LARGE_RESULT_BYTES,
+        )
+
+    def abandon(self, token: Any) -> None:
+        # The scheduler gave up on this attempt (a timeout). Cancelling frees a
+        # queued slot, or on Dask the cluster's copy of the call; a running
+        # thread or process is not stopped by it.
+        for future, owner in list(self._futures.items()):
+            if owner == token:
+                self._drop(future)
+                return
 
     def cancel_pending(self) -> list[Any]:
-        cancelled = []
+        cancelled: list[Any] = []
         for future, token in list(self._futures.items()):
-            if future.cancel():
+            if self._drop(future):
                 cancelled.append(token)
         return cancelled
 
+    def _drop(self, future: cf.Future[Outcome]) -> bool:
+        """Cancel ``future`` without reporting it; True if it was cancelled."""
+        self._dropped.add(future)
+        if future.cancel():
+            return True
+        self._dropped.discard(future)
+        return False
+
     def close(self, *, cancel: bool = False) -> None:
-        if not self.owned:
-            return
-        if cancel and isinstance(self.executor, cf.ProcessPoolExecutor):
-            _terminate_workers(self.executor)
-        self.executor.shutdown(wait=not cancel, cancel_futures=cancel)
+        try:
+            if self.owned:
+                if cancel and isinstance(self.executor, cf.ProcessPoolExecutor):
+                    _terminate_workers(self.executor)
+                self.executor.shutdown(wait=not cancel, cancel_futures=cancel)
+        finally:
+            if self._on_close is not None:
+                self._on_close()
 
 
 class ProcessBackend(FutureBackend):
@@ -305,6 +435,19 @@ def _executor_failure(task_name: str, error: BaseException) -> BaseException:
             "or called os._exit); the task's attempt counts as failed",
             task_name=task_name,
         )
+    elif is_killed_worker(error):
+        wrapped = TaskExecutionError(
+            f"the Dask worker running task {task_name!r} died (killed, out of memory, or "
+            "crashed) and Dask gave up on the call; the task's attempt counts as failed. "
+            f"Dask said: {error}",
+            task_name=task_name,
+        )
+    elif isinstance(error, cf.CancelledError):
+        wrapped = TaskExecutionError(
+            f"the executor cancelled task {task_name!r} before it finished (was it shut "
+            "down, or its cluster restarted, during the run?); the attempt counts as failed",
+            task_name=task_name,
+        )
     elif isinstance(error, pickle.PicklingError | TypeError | AttributeError) and "pickle" in str(
         error
     ).lower():
@@ -323,6 +466,17 @@ def _executor_failure(task_name: str, error: BaseException) -> BaseException:
     return wrapped
 
 
+def _undecodable(task_name: str, error: Exception) -> TaskExecutionError:
+    wrapped = TaskExecutionError(
+        f"the result of task {task_name!r} came back from its worker but cannot be "
+        f"unpickled here: {type(error).__name__}: {error}. Return values whose classes "
+        "this process can import (or a path to the data)",
+        task_name=task_name,
+    )
+    wrapped.__cause__ = error
+    return wrapped
+
+
 def sendable_callable(task: Task[..., Any], *, check_pickle: bool) -> Callable[..., Any]:
     """What to ship to a worker for ``task``: the Task itself when it is a module
     global (it pickles by name), else its function.
@@ -330,11 +484,19 @@ def sendable_callable(task: Task[..., Any], *, check_pickle: bool) -> Callable[.
     With ``check_pickle``, refuse early — with a message that says what to do —
     what the standard pickle cannot send, instead of failing in a feeder thread.
     """
-    try:
-        pickle.dumps(task)
-        candidate: Callable[..., Any] = task
-    except Exception:
-        candidate = task.fn
+    # A mapped task wraps its template Task, which wraps the function: send the
+    # outermost one that pickles by reference.
+    chain: list[Callable[..., Any]] = [task]
+    while isinstance(chain[-1], Task):
+        chain.append(chain[-1].fn)
+    candidate = chain[-1]
+    for option in chain[:-1]:
+        try:
+            pickle.dumps(option)
+        except Exception:
+            continue
+        candidate = option
+        break
     if not check_pickle:
         return candidate
     problem = None
@@ -373,13 +535,26 @@ def make_backend(
     *,
     address: str | None = None,
 ) -> Backend:
-    """The backend for ``dag.run(executor=..., max_workers=...)``."""
+    """The backend for ``dag.run(executor=..., max_workers=..., address=...)``.
+
+    ``executor="dask"`` connects to the Dask scheduler at ``address`` (default:
+    ``$DASK_SCHEDULER_ADDRESS``), or starts a local cluster of ``max_workers``
+    processes; the backend closes what it opened when the run ends.
+    """
     if max_workers is not None and (
         not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
     ):
         raise FlowkitError(f"max_workers must be a positive integer or None, got {max_workers!r}")
+    if address is not None and executor != "dask":
+        raise FlowkitError(
+            f"address={address!r} only applies to executor='dask' (got executor={executor!r})"
+        )
     if isinstance(executor, cf.Executor):
         return FutureBackend(done, executor, owned=False)
+    if executor == "dask":
+        session = _connect_dask(address, n_workers=max_workers)
+        return FutureBackend(done, session.executor, owned=False, name="dask",
+                             on_close=session.close)
     if executor == "sync":
         return Backend(done)
     if executor == "thread":
