@@ -96,7 +96,6 @@ class Scheduler:
         self.stopping = False
         self.first_failure: int | None = None
         self.restored: Mapping[str, tuple[Status, Any]] = {}
-        self.task_ctx = [TaskContext(t.name, ctx.run_id, ctx.dag_name) for t in graph.tasks]
         # Mapped tasks add item nodes at run time: give them their own edge list.
         self.down: list[tuple[int, ...]] = list(graph.down) if graph.has_map else graph.down
         self.expanded: dict[int, range] = {}  # map node -> indices of its items
@@ -282,9 +281,14 @@ class Scheduler:
         )
         if timeout is not None and not runner.self_timing:
             heapq.heappush(self.deadlines, (time.monotonic() + timeout, i, state.attempts))
-        runner.submit((i, state.attempts), task, state.inputs,
-                            self.keyword_inputs.get(i, _NO_KWARGS), self.task_ctx[i],
-                            inline=inline)
+        runner.submit(
+            (i, state.attempts),
+            task,
+            state.inputs,
+            self.keyword_inputs.get(i, _NO_KWARGS),
+            TaskContext(state.name, self.ctx.run_id, self.ctx.dag_name),
+            inline=inline,
+        )
 
     # --- mapped tasks ----------------------------------------------------------
 
@@ -317,7 +321,6 @@ class Scheduler:
             self.states.append(item_state)
             self.waiting.append(0)
             self.down.append((i,))
-            self.task_ctx.append(TaskContext(item_state.name, self.ctx.run_id, self.ctx.dag_name))
             if kwargs is not None:
                 self.keyword_inputs[first + k] = kwargs
         if not items:

@@ -260,7 +260,11 @@ class Task(Generic[P, R]):
             cache_key=cache_key,
         ).validated(name)
         self.signature = Signature.of(fn)
-        self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_async = (
+            bool(fn.__code__.co_flags & inspect.CO_COROUTINE)
+            if isinstance(fn, types.FunctionType)
+            else inspect.iscoroutinefunction(fn)
+        )
         self._upstream: dict[Task[..., Any], None] = {}  # ordered set: declaration order
         self._downstream: dict[Task[..., Any], None] = {}
         # What functools.update_wrapper would copy, without its per-call cost.
