@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from flowkit import render
 from flowkit.aio import AsyncRunner
 from flowkit.context import RunContext
 from flowkit.exceptions import FlowkitError, TaskNotFoundError
@@ -231,6 +232,18 @@ class DAG:
             return await asyncio.to_thread(functools.partial(self.run, **options))
         finally:
             _caller_loop.reset(token)
+
+    # --- pictures -----------------------------------------------------------------
+
+    def to_mermaid(self, result: RunResult | None = None) -> str:
+        """The DAG as a Mermaid flowchart; given a run's ``result``, coloured by status."""
+        statuses = None if result is None else {n: s.status for n, s in result.states.items()}
+        return render.to_mermaid(self._graph.upstream_names, statuses)
+
+    def to_dot(self, result: RunResult | None = None) -> str:
+        """The DAG as Graphviz DOT; given a run's ``result``, coloured by status."""
+        statuses = None if result is None else {n: s.status for n, s in result.states.items()}
+        return render.to_dot(self._graph.upstream_names, statuses, name=self.name)
 
 
 # The event loop of ``arun``'s caller, seen by ``run`` in the thread arun starts.

@@ -6,7 +6,8 @@ hooks were given, so a hook needs no locking. Logging and state recording are
 hooks too, built on this same mechanism.
 
 A hook that raises is reported once (per hook and method) through the
-``flowkit.hooks`` logger and otherwise ignored: a broken hook never breaks a run.
+``flowkit.hooks`` logger — an ERROR record with the traceback and the event
+``hook.error`` — and otherwise ignored: a broken hook never breaks a run.
 """
 
 from __future__ import annotations
@@ -78,9 +79,19 @@ class HookDispatcher:
 
     def __init__(self, hooks: Sequence[object]):
         self._reported: set[tuple[int, str]] = set()
-        for event in HOOK_METHODS:
-            methods = [getattr(hook, event) for hook in hooks if callable(getattr(hook, event, None))]
-            setattr(self, event, [self._guarded(m, event) for m in methods])
+        self.on_dag_start = self._resolve(hooks, "on_dag_start")
+        self.on_task_start = self._resolve(hooks, "on_task_start")
+        self.on_task_retry = self._resolve(hooks, "on_task_retry")
+        self.on_task_success = self._resolve(hooks, "on_task_success")
+        self.on_task_failure = self._resolve(hooks, "on_task_failure")
+        self.on_task_skip = self._resolve(hooks, "on_task_skip")
+        self.on_task_cached = self._resolve(hooks, "on_task_cached")
+        self.on_dag_end = self._resolve(hooks, "on_dag_end")
+
+    def _resolve(self, hooks: Sequence[object], event: str) -> list[Callable[..., None]]:
+        """The guarded bound methods for ``event``, in the order of ``hooks``."""
+        methods = (getattr(hook, event, None) for hook in hooks)
+        return [self._guarded(m, event) for m in methods if callable(m)]
 
     def _guarded(self, method: Callable[..., Any], event: str) -> Callable[..., None]:
         owner = getattr(method, "__self__", method)
@@ -98,6 +109,7 @@ class HookDispatcher:
                         owner,
                         event,
                         event,
+                        extra=_fields(event, args),
                     )
 
         return call
@@ -108,3 +120,14 @@ class HookDispatcher:
         for method in methods:
             method(*args)
 
+
+def _fields(method: str, args: tuple[Any, ...]) -> dict[str, Any]:
+    """The ``extra`` of a hook-error record: which hook method, run and task."""
+    fields: dict[str, Any] = {"event": "hook.error", "hook_method": method}
+    run = args[0] if args else None
+    if run is not None:
+        fields["dag"] = getattr(run, "dag_name", None)
+        fields["run_id"] = getattr(run, "run_id", None)
+    if len(args) > 1 and method != "on_dag_end":
+        fields["task"] = getattr(args[1], "name", None)
+    return fields
