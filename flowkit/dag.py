@@ -186,6 +186,12 @@ class DAG:
             TaskNotFoundError: a target is not in the DAG.
             KeyboardInterrupt: re-raised after pending work is cancelled.
         """
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise FlowkitError(
+                f"max_concurrency must be a positive integer or None, got {max_concurrency!r}"
+            )
         graph = self._select(targets)
         params = dict(params or {})
         keyword_inputs = graph.bind_params(params)
@@ -222,11 +228,6 @@ class DAG:
         Takes the same options as :meth:`run`. The scheduler and synchronous
         tasks run in threads, so the loop stays free while the DAG runs.
         """
-        if "max_concurrency" in options and options["max_concurrency"] is not None:
-            if not isinstance(options["max_concurrency"], int) or options["max_concurrency"] < 1:
-                raise FlowkitError(
-                    f"max_concurrency must be a positive integer, got {options['max_concurrency']!r}"
-                )
         token = _caller_loop.set(asyncio.get_running_loop())
         try:  # to_thread copies this context, so run() sees the caller's loop
             return await asyncio.to_thread(functools.partial(self.run, **options))

@@ -315,7 +315,7 @@ class Scheduler:
         self.unfinished += len(items)
         self.ctx.total += len(items)
         kwargs = self.keyword_inputs.get(i)
-        for k, item in enumerate(items):
+        for k in range(len(items)):
             item_state = TaskState(task)
             item_state.name = f"{task.name}[{k}]"
             self.states.append(item_state)

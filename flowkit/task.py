@@ -19,6 +19,7 @@ import math
 import pickle
 import sys
 import types
+import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -86,7 +87,9 @@ class TaskOptions:
             isinstance(e, type) and issubclass(e, BaseException) for e in retry_on
         ):
             raise fail("retry_on", "must be an exception class or a tuple of them")
-        return dataclasses.replace(self, retry_on=retry_on) if retry_on is not self.retry_on else self
+        if retry_on is not self.retry_on:
+            return dataclasses.replace(self, retry_on=retry_on)
+        return self
 
 
 _DEFAULT_OPTIONS = TaskOptions()
@@ -381,7 +384,7 @@ class MapTask(Task[..., list[R]]):
             raise TaskDefinitionError(f"only a plain task can be mapped, got {template!r}")
         options = template.options
         super().__init__(
-            template,
+            typing.cast(Callable[..., list[R]], template),
             name=name or template.name,
             **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)},
             registry=template.registry,
@@ -389,7 +392,7 @@ class MapTask(Task[..., list[R]]):
         self.template = template
         self.is_async = template.is_async
 
-    def __call__(self, items: Iterable[Any], *extra: Any) -> list[R]:  # type: ignore[override]
+    def __call__(self, items: Iterable[Any], *extra: Any) -> list[R]:
         """Call the template once per item, like a run does (for unit tests)."""
         return [self.template(item, *extra) for item in items]
 
