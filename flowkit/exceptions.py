@@ -80,6 +80,10 @@ class DAGCycleError(DAGValidationError):
             task_name=self.cycle[0],
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default reduce would pass the message back as ``cycle``.
+        return (type(self), (self.cycle,), self.__dict__)
+
 
 class TaskNotFoundError(FlowkitError, KeyError):
     """A task name was asked for that the DAG does not contain.
@@ -101,6 +105,10 @@ class TaskNotFoundError(FlowkitError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default reduce would call __init__ with the message alone.
+        return (type(self), (self.task_name, self.known), self.__dict__)
 
 
 class StateError(FlowkitError):

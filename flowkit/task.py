@@ -310,26 +310,30 @@ class Task(Generic[P, R]):
     # --- wiring ---------------------------------------------------------
     # ``a >> b`` returns ``b`` so chains read left to right; lists fan out/in.
 
+    # Lists are typed ``list[Any]``: a type checker infers a list of tasks with
+    # different signatures, ``[extract, load]``, as ``list[object]`` (the join of
+    # invariant generics). The items are checked at run time by ``_as_tasks``.
+
     @overload
     def __rshift__(self, other: Task[..., T]) -> Task[..., T]: ...
     @overload
-    def __rshift__(self, other: list[Task[..., Any]]) -> list[Task[..., Any]]: ...
-    def __rshift__(self, other: Task[..., Any] | list[Task[..., Any]]) -> object:
+    def __rshift__(self, other: list[Any]) -> list[Task[..., Any]]: ...
+    def __rshift__(self, other: Task[..., Any] | list[Any]) -> object:
         for downstream in _as_tasks(other, self):
             downstream._depend_on(self)
         return other
 
-    def __rrshift__(self, other: list[Task[..., Any]]) -> Task[P, R]:
+    def __rrshift__(self, other: list[Any]) -> Task[P, R]:
         for upstream in _as_tasks(other, self):
             self._depend_on(upstream)
         return self
 
-    def __lshift__(self, other: Task[..., Any] | list[Task[..., Any]]) -> Task[P, R]:
+    def __lshift__(self, other: Task[..., Any] | list[Any]) -> Task[P, R]:
         for upstream in _as_tasks(other, self):
             self._depend_on(upstream)
         return self
 
-    def __rlshift__(self, other: list[Task[..., Any]]) -> list[Task[..., Any]]:
+    def __rlshift__(self, other: list[Any]) -> list[Task[..., Any]]:
         for downstream in _as_tasks(other, self):
             downstream._depend_on(self)
         return other
