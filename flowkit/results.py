@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from flowkit import render, report
 from flowkit.outcome import Status, TaskState
 
 __all__ = ["RunResult"]
@@ -111,6 +113,26 @@ class RunResult(Mapping[str, Any]):
         lines.append(f"run {self.run_id} of {self.dag_name!r}: {verdict} in "
                      f"{self.duration:.3f}s ({counts or 'no tasks'})")
         return "\n".join(lines)
+
+    def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
+        """A self-contained HTML report of the run (timeline, table, graph); see ``flowkit.report``.
+
+        Writes it to ``path`` (UTF-8) when one is given, and returns it either way.
+        """
+        page = report.render_html(self)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(page)
+        return page
+
+    def to_mermaid(self) -> str:
+        """The run's graph as a Mermaid flowchart, nodes coloured by status."""
+        return render.to_mermaid(self.graph, {n: s.status for n, s in self.states.items()})
+
+    def to_dot(self) -> str:
+        """The run's graph as Graphviz DOT, nodes coloured by status."""
+        statuses = {n: s.status for n, s in self.states.items()}
+        return render.to_dot(self.graph, statuses, name=self.dag_name)
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{n} {status.value}" for status, n in self.counts.items())

@@ -1,0 +1,474 @@
+"""The HTML run report: one self-contained page about a finished run.
+
+The page has a timeline (one bar per attempt, one lane per worker), the summary
+table, a picture of the graph coloured by status, and the tracebacks of failed
+tasks. Everything is inline — CSS and SVG, no script, no font, no link to any
+other resource — so the file can be mailed, archived or attached to a CI job and
+still open the same way years later. Every piece of text from the run goes
+through :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import time
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from flowkit.outcome import Attempt, Status, TaskState
+from flowkit.render import LEGEND, STYLES, style_key
+
+if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    from flowkit.results import RunResult
+
+__all__ = ["GRAPH_LIMIT", "render_html"]
+
+GRAPH_LIMIT = 300
+"""Above this many tasks the report leaves out the graph picture (the rest stays)."""
+
+_esc = html.escape
+
+
+def render_html(result: RunResult) -> str:
+    """The report of ``result`` as a complete HTML document."""
+    title = f"flowkit run {result.run_id} of {result.dag_name!r}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        _header(result),
+        _legend(),
+        "<h2>Timeline</h2>",
+        _timeline(result),
+        "<h2>Tasks</h2>",
+        _table(result),
+        "<h2>Graph</h2>",
+        _graph(result),
+        _errors(result),
+        "</body>",
+        "</html>",
+    ]
+    return "\n".join(part for part in parts if part) + "\n"
+
+
+# --- header and legend -----------------------------------------------------------
+
+
+def _header(result: RunResult) -> str:
+    if result.interrupted:
+        verdict, key = "interrupted", "cancelled"
+    else:
+        verdict, key = ("ok", "success") if result.ok else ("failed", "failed")
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.started_at))
+    counts = ", ".join(
+        f"{n} {status.value.replace('_', ' ')}"
+        for status, n in sorted(result.counts.items(), key=lambda item: item[0].name)
+    )
+    style = STYLES[key]
+    return (
+        f"<header><h1>{_esc(result.dag_name)} "
+        f'<span class="badge" style="background:{style.fill};color:{style.text};'
+        f'border-color:{style.stroke}">{verdict}</span></h1>'
+        f'<p class="meta">run <code>{_esc(result.run_id)}</code> · started {started} · '
+        f"{_seconds(result.duration)} · {len(result.states)} tasks"
+        f"{' (' + _esc(counts) + ')' if counts else ''}</p></header>"
+    )
+
+
+def _legend() -> str:
+    keys = [LEGEND[0], LEGEND[1], "retried", *LEGEND[2:]]
+    items = "".join(
+        f'<li><span class="swatch" style="background:{STYLES[k].fill};'
+        f'border-color:{STYLES[k].stroke}"></span>{_esc(STYLES[k].label)}</li>'
+        for k in keys
+    )
+    return f'<ul class="legend">{items}</ul>'
+
+
+# --- timeline ----------------------------------------------------------------------
+
+_LABEL_W, _PLOT_W, _LANE_H, _BAR_H, _AXIS_H = 170, 900, 26, 18, 26
+
+
+def _timeline(result: RunResult) -> str:
+    attempts = [(state, a) for state in result.states.values() for a in state.history]
+    if not attempts:
+        return '<p class="note">No task ran an attempt in this run (everything was cached, ' \
+            "skipped or cancelled).</p>"
+    lanes = sorted({a.worker for _, a in attempts}, key=_natural)
+    lane_of = {worker: i for i, worker in enumerate(lanes)}
+    start = min(result.started_at, *(a.started_at for _, a in attempts))
+    end = max(result.started_at + result.duration, *(a.finished_at for _, a in attempts))
+    span = max(end - start, 1e-6)
+    width = _LABEL_W + _PLOT_W + 20
+    height = _AXIS_H + _LANE_H * len(lanes) + 4
+
+    def x(t: float) -> float:
+        return _LABEL_W + (t - start) / span * _PLOT_W
+
+    out = [
+        f'<svg class="timeline" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline of attempts">'
+    ]
+    for i, worker in enumerate(lanes):
+        y = _AXIS_H + i * _LANE_H
+        out.append(
+            f'<g class="lane"><rect class="lane-bg" x="0" y="{y}" width="{width}" '
+            f'height="{_LANE_H}" fill="{"#f7f8fa" if i % 2 else "#ffffff"}"/>'
+            f'<text x="8" y="{y + _LANE_H / 2 + 4}" class="lane-label">'
+            f"<title>{_esc(worker)}</title>{_esc(_clip(worker, 22))}</text></g>"
+        )
+    for tick in _ticks(span):
+        tx = x(start + tick)
+        out.append(
+            f'<line x1="{tx:.1f}" y1="{_AXIS_H - 4}" x2="{tx:.1f}" y2="{height}" class="tick"/>'
+            f'<text x="{tx:.1f}" y="{_AXIS_H - 9}" class="tick-label">{_tick_text(tick, span)}'
+            "</text>"
+        )
+    for state, attempt in attempts:
+        key = _attempt_key(state, attempt)
+        style = STYLES[key]
+        bx = x(attempt.started_at)
+        bw = max(2.0, x(attempt.finished_at) - bx)
+        by = _AXIS_H + lane_of[attempt.worker] * _LANE_H + (_LANE_H - _BAR_H) / 2
+        tip = _attempt_tip(state, attempt, key)
+        out.append(
+            f'<rect class="bar {key}" x="{bx:.1f}" y="{by:.1f}" width="{bw:.1f}" '
+            f'height="{_BAR_H}" rx="3" fill="{style.fill}" stroke="{style.stroke}">'
+            f"<title>{_esc(tip)}</title></rect>"
+        )
+        chars = int((bw - 6) / 6.6)
+        if chars >= 3:
+            out.append(
+                f'<text class="bar-label" x="{bx + 4:.1f}" y="{by + _BAR_H / 2 + 4:.1f}" '
+                f'fill="{style.text}">{_esc(_clip(state.name, chars))}</text>'
+            )
+    out.append("</svg>")
+    return '<div class="scroll">' + "".join(out) + "</div>"
+
+
+def _attempt_key(state: TaskState, attempt: Attempt) -> str:
+    if attempt.error is None:
+        return "success"
+    last = state.history[-1] is attempt
+    return "failed" if last and state.status is Status.FAILED else "retried"
+
+
+def _attempt_tip(state: TaskState, attempt: Attempt, key: str) -> str:
+    lines = [
+        f"{state.name} — attempt {attempt.number} of {state.attempts}",
+        f"{STYLES[key].label} in {_seconds(attempt.duration)} on {attempt.worker}",
+    ]
+    if attempt.error is not None:
+        lines.append(f"{type(attempt.error).__name__}: {_clip(str(attempt.error), 300)}")
+    return "\n".join(lines)
+
+
+def _ticks(span: float) -> list[float]:
+    """Round tick offsets (1, 2 or 5 times a power of ten) covering ``span``, about eight."""
+    raw = span / 8
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1.0, 2.0, 5.0, 10.0) if m * power >= raw)
+    count = int(span / step + 1e-9)
+    return [k * step for k in range(count + 1)]
+
+
+def _tick_text(offset: float, span: float) -> str:
+    if span < 1:
+        return f"{offset * 1000:.0f} ms"
+    if span < 120:
+        return f"{offset:g} s"
+    return f"{int(offset // 60)}:{int(offset % 60):02d}"
+
+
+# --- summary table -----------------------------------------------------------------
+
+
+def _table(result: RunResult) -> str:
+    rows = []
+    for state in result.states.values():
+        style = STYLES[style_key(state.status)]
+        rows.append(
+            "<tr>"
+            f"<td>{_esc(state.name)}</td>"
+            f'<td><span class="status" style="background:{style.fill};color:{style.text};'
+            f'border-color:{style.stroke}">{_esc(state.status.value.replace("_", " "))}</span></td>'
+            f'<td class="num">{state.attempts}</td>'
+            f'<td class="num">{_seconds(state.duration)}</td>'
+            f"<td>{_esc(_cause(state))}</td>"
+            "</tr>"
+        )
+    return (
+        '<table class="summary"><thead><tr><th>task</th><th>status</th><th>attempts</th>'
+        "<th>duration</th><th>cause</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
+def _cause(state: TaskState) -> str:
+    """Why a task ended as it did, in a few words (empty for a plain success)."""
+    if state.status is Status.FAILED and state.error is not None:
+        return f"{type(state.error).__name__}: {_clip(str(state.error), 200)}"
+    text = state.reason or ""
+    if state.cause and state.cause != state.name and state.cause not in text:
+        text = f"{state.cause}: {text}" if text else state.cause
+    return text
+
+
+# --- graph -------------------------------------------------------------------------
+
+_BOX_W, _BOX_H, _COL_GAP, _ROW_GAP, _PAD = 140, 28, 48, 12, 12
+
+
+def _graph(result: RunResult) -> str:
+    graph = result.graph
+    if len(graph) > GRAPH_LIMIT:
+        return (
+            f'<p class="note">The DAG has {len(graph)} tasks, too many to draw legibly here '
+            f"(the limit is {GRAPH_LIMIT}); render <code>dag.to_dot(result)</code> with "
+            "Graphviz for a picture.</p>"
+        )
+    if not graph:
+        return '<p class="note">The run had no tasks.</p>'
+    layout = _Layout(graph)
+    width, height = layout.size
+    out = [
+        f'<svg class="graph" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="task graph">',
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+        'markerHeight="7" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#78909c"/>'
+        "</marker></defs>",
+    ]
+    out += [
+        f'<path class="edge" d="{path}" marker-end="url(#arrow)"/>' for path in layout.edge_paths()
+    ]
+    for name in graph:
+        state = result.states.get(name)
+        key = style_key(state.status if state is not None else None)
+        style = STYLES[key]
+        bx, by = layout.box[name]
+        tip = name
+        if state is not None:
+            cause = _cause(state)
+            tip += f": {style.label}, {state.attempts} attempt(s), {_seconds(state.duration)}"
+            tip += f"\n{cause}" if cause else ""
+        out.append(
+            f'<g class="node {key}"><title>{_esc(tip)}</title>'
+            f'<rect x="{bx:.1f}" y="{by:.1f}" width="{_BOX_W}" height="{_BOX_H}" rx="6" '
+            f'fill="{style.fill}" stroke="{style.stroke}"/>'
+            f'<text x="{bx + _BOX_W / 2:.1f}" y="{by + _BOX_H / 2 + 4:.1f}" '
+            f'text-anchor="middle" fill="{style.text}">{_esc(_clip(name, 19))}</text></g>'
+        )
+    out.append("</svg>")
+    return '<div class="scroll">' + "".join(out) + "</div>"
+
+
+class _Layout:
+    """A layered drawing of a DAG, left to right (the Sugiyama recipe, simplified).
+
+    A task's column is its longest path from a root. An edge that skips columns
+    is routed through a thin "waypoint" in each column it crosses, so it never
+    runs behind a box. Within a column, nodes are sorted by the mean row of
+    their neighbours (barycenter heuristic: down, up, down again), which removes
+    most crossings at a cost linear in the number of edges per sweep.
+    """
+
+    _WAYPOINT_H = 8.0
+
+    def __init__(self, graph: Mapping[str, Sequence[str]]):
+        names = list(_topological(graph))
+        depth: dict[str, int] = {}
+        for name in names:
+            depth[name] = 1 + max((depth[u] for u in graph.get(name, ())), default=-1)
+        # Nodes are ints: tasks first (in topological order), then waypoints.
+        index = {name: i for i, name in enumerate(names)}
+        self.names = names
+        self.column = [depth[name] for name in names]
+        self.up: list[list[int]] = [[] for _ in names]
+        self.chains: list[list[int]] = []  # per edge: upstream, waypoints…, downstream
+        for name in names:
+            for upstream in graph.get(name, ()):
+                chain = [index[upstream]]
+                for col in range(depth[upstream] + 1, depth[name]):
+                    self.column.append(col)
+                    self.up.append([chain[-1]])
+                    chain.append(len(self.column) - 1)
+                self.up[index[name]].append(chain[-1])
+                chain.append(index[name])
+                self.chains.append(chain)
+        self.down: list[list[int]] = [[] for _ in self.column]
+        for node, ups in enumerate(self.up):
+            for u in ups:
+                self.down[u].append(node)
+        columns: list[list[int]] = [[] for _ in range(max(self.column) + 1)]
+        for node, col in enumerate(self.column):
+            columns[col].append(node)
+        self._order(columns)
+        self._place(columns)
+
+    def _order(self, columns: list[list[int]]) -> None:
+        row = {node: r for column in columns for r, node in enumerate(column)}
+
+        def sweep(cols: Iterable[list[int]], neighbours: list[list[int]]) -> None:
+            for column in cols:
+                column.sort(key=lambda n: _mean([row[m] for m in neighbours[n]], row[n]))
+                row.update((node, r) for r, node in enumerate(column))
+
+        sweep(columns[1:], self.up)
+        sweep(reversed(columns[:-1]), self.down)
+        sweep(columns[1:], self.up)
+
+    def _place(self, columns: list[list[int]]) -> None:
+        n_tasks = len(self.names)
+        slot = [(_BOX_H if node < n_tasks else self._WAYPOINT_H) + _ROW_GAP for node in
+                range(len(self.column))]
+        heights = [sum(slot[node] for node in column) - _ROW_GAP for column in columns]
+        tallest = max(heights)
+        self.y = [0.0] * len(self.column)
+        for column, height in zip(columns, heights, strict=True):
+            top = _PAD + (tallest - height) / 2  # centre short columns
+            for node in column:
+                self.y[node] = top
+                top += slot[node]
+        self.box = {
+            name: (_PAD + self.column[i] * (_BOX_W + _COL_GAP), self.y[i])
+            for i, name in enumerate(self.names)
+        }
+        self.size = (
+            _PAD * 2 + len(columns) * _BOX_W + (len(columns) - 1) * _COL_GAP,
+            _PAD * 2 + tallest,
+        )
+
+    def edge_paths(self) -> Iterable[str]:
+        """SVG path data of every edge: smooth curves from box to box, via waypoints."""
+        n_tasks = len(self.names)
+
+        def mid(node: int) -> float:
+            return self.y[node] + (_BOX_H if node < n_tasks else self._WAYPOINT_H) / 2
+
+        for chain in self.chains:
+            x = _PAD + self.column[chain[0]] * (_BOX_W + _COL_GAP) + _BOX_W
+            y = mid(chain[0])
+            parts = [f"M{x:.1f},{y:.1f}"]
+            for node in chain[1:]:
+                x2 = _PAD + self.column[node] * (_BOX_W + _COL_GAP)
+                y2 = mid(node)
+                bend = (x2 - x) / 2
+                parts.append(f"C{x + bend:.1f},{y:.1f} {x2 - bend:.1f},{y2:.1f} {x2:.1f},{y2:.1f}")
+                if node >= n_tasks:  # a waypoint: straight through its column
+                    parts.append(f"L{x2 + _BOX_W:.1f},{y2:.1f}")
+                    x2 += _BOX_W
+                x, y = x2, y2
+            yield " ".join(parts)
+
+
+def _mean(values: list[int], default: float) -> float:
+    return sum(values) / len(values) if values else default
+
+
+def _topological(graph: Mapping[str, Sequence[str]]) -> Iterable[str]:
+    """Names of ``graph`` with every upstream name before its downstream ones."""
+    seen: dict[str, None] = {}
+    for root in graph:
+        if root in seen:
+            continue
+        stack = [(root, iter(graph.get(root, ())))]
+        while stack:
+            name, ups = stack[-1]
+            for up in ups:
+                if up not in seen:
+                    stack.append((up, iter(graph.get(up, ()))))
+                    break
+            else:
+                stack.pop()
+                seen.setdefault(name, None)
+    return seen
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+def _errors(result: RunResult) -> str:
+    failed = [s for s in result.states.values() if s.status is Status.FAILED and s.error]
+    if not failed:
+        return ""
+    items = []
+    for state in failed:
+        assert state.error is not None
+        text = "".join(traceback.format_exception(state.error))
+        items.append(
+            f"<details><summary>{_esc(state.name)} — {_esc(type(state.error).__name__)}: "
+            f"{_esc(_clip(str(state.error), 200))}</summary><pre>{_esc(text)}</pre></details>"
+        )
+    return '<h2>Errors</h2><div class="errors">' + "".join(items) + "</div>"
+
+
+# --- small things ------------------------------------------------------------------
+
+
+def _seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{rest:02d}" if minutes >= 60 else \
+        f"{minutes}:{rest:02d}"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: max(width - 1, 1)] + "…"
+
+
+def _natural(text: str) -> tuple[tuple[int, str, int], ...]:
+    """Sort key putting ``worker-2`` before ``worker-10``."""
+    return tuple(
+        (0, "", int(part)) if part.isdigit() else (1, part, 0)
+        for part in re.split(r"(\d+)", text)
+        if part
+    )
+
+
+_CSS = """
+:root { color-scheme: light; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       color: #1f2933; margin: 24px 32px; background: #fff; }
+h1 { font-size: 22px; margin: 0 0 4px; }
+h2 { font-size: 16px; margin: 28px 0 8px; border-bottom: 1px solid #e4e7eb; padding-bottom: 4px; }
+.meta { color: #52606d; margin: 0; }
+code { font: 12px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+.badge, .status { display: inline-block; border: 1px solid; border-radius: 10px;
+                  padding: 0 8px; font-size: 12px; font-weight: 600; vertical-align: middle; }
+.legend { list-style: none; padding: 0; margin: 16px 0 0; display: flex; flex-wrap: wrap;
+          gap: 6px 18px; color: #3e4c59; font-size: 13px; }
+.legend li { display: flex; align-items: center; gap: 6px; }
+.swatch { width: 14px; height: 14px; border: 1px solid; border-radius: 3px; display: inline-block; }
+.scroll { overflow-x: auto; }
+svg text { font: 12px system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+.lane-label { fill: #3e4c59; }
+.tick { stroke: #e4e7eb; }
+.tick-label { fill: #7b8794; font-size: 11px; text-anchor: middle; }
+.bar-label { font-size: 11px; pointer-events: none; }
+.edge { fill: none; stroke: #90a4ae; stroke-width: 1.3; }
+table.summary { border-collapse: collapse; min-width: 60%; }
+.summary th, .summary td { text-align: left; padding: 4px 12px 4px 0; vertical-align: top;
+                           border-bottom: 1px solid #eef0f2; }
+.summary th { color: #52606d; font-weight: 600; }
+.summary td.num { text-align: right; padding-right: 20px; font-variant-numeric: tabular-nums; }
+.note { color: #52606d; font-style: italic; }
+details { margin: 6px 0; }
+summary { cursor: pointer; font-weight: 600; }
+pre { background: #f5f7fa; border: 1px solid #e4e7eb; padding: 10px; overflow-x: auto;
+      font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+"""
