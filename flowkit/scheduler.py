@@ -84,6 +84,10 @@ class Scheduler:
         self.keyword_inputs: dict[int, Mapping[str, Any]] = dict(keyword_inputs or {})
         self.aio = aio
         self.random = (rng or _random.Random()).random
+        if sleep is not None and clock is None:
+            # A fake sleep with the real clock would never see the wait pass:
+            # let the clock move on by what was slept.
+            clock, sleep = _clock_advanced_by(sleep)
         self.clock = clock or time.monotonic
         self.sleep = sleep or time.sleep
         self.states = [TaskState(t) for t in graph.tasks]
@@ -551,6 +555,19 @@ class Scheduler:
             attempts=state.attempts,
             result=result,
         ) from error
+
+
+def _clock_advanced_by(
+    sleep: Callable[[float], None],
+) -> tuple[Callable[[], float], Callable[[float], None]]:
+    """A monotonic clock that jumps ahead by whatever ``sleep`` was asked to sleep."""
+    slept = [0.0]
+
+    def advancing_sleep(seconds: float) -> None:
+        slept[0] += seconds
+        sleep(seconds)
+
+    return (lambda: time.monotonic() + slept[0]), advancing_sleep
 
 
 def _root_cause(state: TaskState) -> str:

@@ -881,3 +881,21 @@ def test_random_dags_run_every_task_once_after_its_upstream(
     for name, inputs in calls:
         assert inputs == expected_inputs[name]
         assert all(position[up] < position[name] for up in inputs)
+
+
+def test_a_fake_sleep_without_a_clock_still_moves_retry_waits_on() -> None:
+    calls: list[int] = []
+    slept: list[float] = []
+
+    @task(retries=2, retry_delay=10.0)
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ValueError("again")
+        return 1
+
+    run = DAG().run(executor="sync", sleep=slept.append)
+    assert run["flaky"] == 1
+    assert len(slept) == 2  # one wait per retry, not a busy loop
+    assert slept[0] == pytest.approx(10.0, abs=0.5)
+    assert slept[1] == pytest.approx(20.0, abs=0.5)
