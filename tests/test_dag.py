@@ -30,6 +30,7 @@ from flowkit import (
     TaskExecutionError,
     TaskNotFoundError,
     TaskTimeoutError,
+    task,
 )
 
 # --- module-level functions (importable by worker processes) ------------------
