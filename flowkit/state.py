@@ -1,36 +1,472 @@
-"""StateManager (minimal placeholder, replaced by the full implementation)."""
+"""StateManager: result caching with TTL, and resume, over a pluggable store.
+
+The state manager is the first hook of every run. It records each task's
+outcome *as the task finishes* — so a run that fails, is interrupted by Ctrl-C
+or dies outright can be resumed — and stores the results of tasks that have
+``cache_ttl`` under their cache key (see ``flowkit.cachekey``).
+
+Where it keeps things is a :class:`~flowkit.stores.Store`: in memory (the
+default), a JSON-lines file, an SQLite database, or a store of your own::
+
+    StateManager()                       # in memory
+    StateManager("state.json")           # JSON journal
+    StateManager("state.db")             # SQLite (also .sqlite, .sqlite3)
+    StateManager(path, backend="sqlite") # any file name
+    StateManager(store=MyStore())        # your own backend
+
+Results written to a file go through a serializer (JSON by default, see
+``flowkit.serializers``); a result it cannot represent is reported once, by
+task name and type, through the ``flowkit.state`` logger, and that task is
+then simply neither cached nor restorable.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
 
+from flowkit.cachekey import UncacheableInput, cache_key, code_hash, input_hash, task_version
 from flowkit.context import RunContext
+from flowkit.exceptions import StateError
 from flowkit.outcome import Status, TaskState
+from flowkit.serializers import JSONSerializer, Serializer
+from flowkit.stores import CacheEntry, JSONStore, MemoryStore, Outcome, SQLiteStore, Store
 from flowkit.task import Task
 
-__all__ = ["StateManager"]
+__all__ = ["CacheInfo", "StateManager"]
+
+logger = logging.getLogger("flowkit.state")
+
+Backend = Literal["memory", "json", "sqlite"]
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_WITH_VALUE = ("success", "cached")
+
+
+class CacheInfo(NamedTuple):
+    """One cache entry, as :meth:`StateManager.entries` lists it.
+
+    Attributes:
+        name: the task's name.
+        key: the cache key.
+        created: when it was stored (the state manager's clock, by default ``time.time()``).
+        age: seconds since it was stored.
+        expires_in: seconds left before it expires under the TTL it was stored
+            with (``<= 0``: expired), or ``None`` if it never expires.
+        size: bytes it takes in the store (``None`` in memory).
+    """
+
+    name: str
+    key: str
+    created: float
+    age: float
+    expires_in: float | None
+    size: int | None
+
+
+class _RunBook:
+    """What the state manager remembers about a run in progress."""
+
+    __slots__ = ("dag", "restored", "run_id", "started")
+
+    def __init__(self, dag: str, run_id: str):
+        self.dag = dag
+        self.run_id = run_id
+        self.restored: set[str] = set()
+        self.started = False  # recorded in the store
 
 
 class StateManager:
-    """In-memory state."""
+    """Caching and resume for DAG runs. Pass it as ``DAG(state=...)`` or ``run(state=...)``.
 
-    def __init__(self) -> None:
-        self._cache: dict[str, Any] = {}
+    Args:
+        path: a file to keep the state in; ``None`` keeps it in memory.
+            ``.db``, ``.sqlite`` and ``.sqlite3`` files use SQLite, others JSON.
+        backend: ``"memory"``, ``"json"`` or ``"sqlite"``, overriding the choice by suffix.
+        store: a :class:`~flowkit.stores.Store` of your own (without ``path``).
+        serializer: how results are written to a file (default
+            :class:`~flowkit.serializers.JSONSerializer`); the in-memory store
+            keeps the objects themselves.
+        clock: the time source for cache ages and TTLs (default ``time.time``).
+
+    Raises:
+        StateError: contradictory arguments. Problems with the file itself are
+            reported when it is first used.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        backend: Backend | None = None,
+        store: Store | None = None,
+        serializer: Serializer | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._store = _make_store(path, backend, store)
+        self.path: str | None = None if path is None else os.fspath(path)
+        self.serializer: Serializer = serializer if serializer is not None else JSONSerializer()
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._books: dict[str, _RunBook] = {}
+        self._hits: dict[str, Any] = {}  # cache key -> stored payload, until reported
+
+    @property
+    def store(self) -> Store:
+        """The backend holding the state."""
+        return self._store
+
+    @property
+    def backend(self) -> str:
+        """``"memory"``, ``"json"``, ``"sqlite"``, or ``"custom"``."""
+        kind = type(self._store)
+        return {MemoryStore: "memory", JSONStore: "json", SQLiteStore: "sqlite"}.get(kind, "custom")
+
+    def __repr__(self) -> str:
+        where = "" if self.path is None else f"{self.path!r}, "
+        return f"StateManager({where}backend={self.backend!r})"
+
+    def __enter__(self) -> StateManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file or connection; it is reopened when needed."""
+        with self._lock:
+            self._store.close()
+
+    # --- what the scheduler calls ---------------------------------------------------
 
     def begin_run(
-        self, run: RunContext, tasks: list[Task[..., Any]], *, resume: bool
+        self, run: RunContext, tasks: Sequence[Task[..., Any]], *, resume: bool
     ) -> Mapping[str, tuple[Status, Any]]:
-        return {}
+        """Start recording ``run``; with ``resume``, return the tasks to restore.
+
+        Restored are the tasks that succeeded, were cached or were skipped in
+        the DAG's latest recorded run, whose code and upstream tasks are
+        unchanged, and whose upstream tasks are all restored too.
+
+        Returns:
+            task name -> ``(Status.CACHED, value)`` or ``(Status.SKIPPED, None)``.
+
+        Raises:
+            StateError: the state file is unreadable, corrupt or foreign.
+        """
+        book = _RunBook(run.dag_name, run.run_id)
+        restored: dict[str, tuple[Status, Any]] = {}
+        carried: list[Outcome] = []
+        with self._lock:
+            self._books[run.run_id] = book
+            if resume:
+                latest = self._store.latest_run(run.dag_name)
+                if latest is not None:
+                    restored, carried = self._restorable(tasks, latest[1])
+                    book.restored.update(restored)
+            self._store.start_run(run.dag_name, run.run_id, self.clock(), carried)
+            book.started = True
+        return restored
+
+    def _restorable(
+        self, tasks: Sequence[Task[..., Any]], outcomes: Mapping[str, Outcome]
+    ) -> tuple[dict[str, tuple[Status, Any]], list[Outcome]]:
+        restored: dict[str, tuple[Status, Any]] = {}
+        carried: list[Outcome] = []
+        rerun: list[Task[..., Any]] = []
+        for task in tasks:  # topological order: upstream tasks are decided first
+            outcome = outcomes.get(task.name)
+            value = self._restore_one(task, outcome, restored)
+            if value is None:
+                rerun.append(task)
+                continue
+            assert outcome is not None
+            restored[task.name] = value
+            if value[0] is Status.CACHED:  # what it is in the new run
+                outcome = outcome._replace(status=Status.CACHED.value)
+            carried.append(outcome)
+        # Outcomes of tasks outside this run stay valid, unless the task depends
+        # on one that runs again now.
+        names = {t.name for t in tasks}
+        stale: set[str] = set()
+        frontier = rerun
+        while frontier:
+            for down in frontier.pop().downstream:
+                if down.name not in stale:
+                    stale.add(down.name)
+                    frontier.append(down)
+        carried.extend(
+            o for name, o in outcomes.items()
+            if name not in names and name not in stale and _has_result(o)
+        )
+        return restored, carried
+
+    def _restore_one(
+        self,
+        task: Task[..., Any],
+        outcome: Outcome | None,
+        restored: Mapping[str, tuple[Status, Any]],
+    ) -> tuple[Status, Any] | None:
+        if outcome is None or not _has_result(outcome):
+            return None
+        if any(up.name not in restored for up in task.upstream):
+            return None  # an upstream task runs again: so does this one
+        if outcome.version != task_version(task):
+            logger.info("task %r changed since run %s: it runs again", task.name, outcome.run_id)
+            return None
+        if outcome.status == Status.SKIPPED.value:
+            return (Status.SKIPPED, None)
+        if self._store.keeps_objects:
+            return (Status.CACHED, outcome.value)
+        try:
+            return (Status.CACHED, self.serializer.decode(outcome.value))
+        except Exception as exc:
+            logger.warning(
+                "task %r: its result recorded in %s cannot be read back (%s); it runs again",
+                task.name, self._store.location, exc,
+            )
+            return None
 
     def lookup(
         self, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> tuple[str | None, bool, Any]:
-        key = f"{task.name}:{args!r}"
-        if key in self._cache:
-            return key, True, self._cache[key]
-        return key, False, None
+        """The cache key of ``task`` for these inputs, and a fresh cached value if any.
+
+        Returns:
+            ``(key, hit, value)``; ``key`` is ``None`` when the inputs cannot be
+            hashed stably (a warning says why) and the task is then not cached.
+        """
+        key = self._key(task, args, kwargs)
+        if key is None:
+            return None, False, None
+        try:
+            with self._lock:
+                entry = self._store.get_entry(key)
+        except StateError as exc:  # e.g. a database locked for too long: run the task
+            logger.warning("task %r: the cache cannot be read (%s); it runs", task.name, exc)
+            return key, False, None
+        if entry is None:
+            return key, False, None
+        ttl = task.options.cache_ttl
+        if ttl is not None and self.clock() - entry.created >= ttl:
+            return key, False, None  # expired; the next success overwrites it
+        if self._store.keeps_objects:
+            return key, True, entry.value
+        try:
+            value = self.serializer.decode(entry.value)
+        except Exception as exc:
+            logger.warning(
+                "task %r: its cached result in %s cannot be read back (%s); it runs again",
+                task.name, self._store.location, exc,
+            )
+            return key, False, None
+        with self._lock:
+            self._hits[key] = entry.value
+        return key, True, value
+
+    def _key(
+        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> str | None:
+        custom = task.options.cache_key
+        try:
+            if custom is None:
+                inputs = input_hash(args, kwargs)
+            else:
+                try:
+                    made = custom(*args)
+                except Exception as exc:
+                    raise UncacheableInput(f"its cache_key function raised {exc!r}") from None
+                inputs = input_hash((made,), kwargs)  # run parameters always count
+        except UncacheableInput as exc:
+            how = (
+                "make cache_key return plain data" if custom is not None
+                else "pass cache_key=fn returning plain data (str, numbers, tuples...)"
+            )
+            logger.warning("task %r is not cached: %s; %s", task.name, exc, how)
+            return None
+        return cache_key(task.name, code_hash(task.fn), inputs)
+
+    # --- hooks: record each outcome as it happens ------------------------------------
 
     def on_task_success(self, run: RunContext, state: TaskState) -> None:
-        if state.cache_key is not None:
-            self._cache[state.cache_key] = state.value
+        """Record the result, and store it in the cache when the task has a cache key."""
+        book = self._books.get(run.run_id)
+        if book is None or not book.started:
+            return
+        stored, payload = self._encode(state)
+        entry = None
+        if stored and state.cache_key is not None:
+            ttl = state.task.options.cache_ttl
+            ttl = None if ttl is None or math.isinf(ttl) else float(ttl)
+            entry = CacheEntry(state.cache_key, state.name, self.clock(), ttl, None, payload)
+        self._record(book, state, Status.SUCCESS, stored, payload, entry, state.cache_key)
+
+    def on_task_cached(self, run: RunContext, state: TaskState) -> None:
+        """Record a task served from the cache (restored tasks were recorded at the start)."""
+        book = self._books.get(run.run_id)
+        if book is None or not book.started or state.name in book.restored:
+            return
+        with self._lock:
+            payload = self._hits.pop(state.cache_key, _MISSING) if state.cache_key else _MISSING
+        if payload is _MISSING:
+            stored, payload = self._encode(state)
+        else:
+            stored = True
+        self._record(book, state, Status.CACHED, stored, payload, None, state.cache_key)
+
+    def on_task_failure(self, run: RunContext, state: TaskState) -> None:
+        """Record a failure (failed tasks are never restored)."""
+        book = self._books.get(run.run_id)
+        if book is not None and book.started:
+            self._record(book, state, Status.FAILED, False, None, None, None)
+
+    def on_task_skip(self, run: RunContext, state: TaskState) -> None:
+        """Record a skip, an upstream failure or a cancellation."""
+        book = self._books.get(run.run_id)
+        if book is not None and book.started and state.name not in book.restored:
+            self._record(book, state, state.status, False, None, None, None)
+
+    def on_dag_end(self, run: RunContext, result: object) -> None:
+        """Sync the state to disk and release the file until the next use."""
+        with self._lock:
+            book = self._books.pop(run.run_id, None)
+            if not self._books:
+                self._hits.clear()
+            if book is not None and book.started:
+                self._store.end_run(book.dag, book.run_id)
+            elif not self._books:
+                self._store.close()  # the run never started: e.g. an unreadable file
+
+    def _encode(self, state: TaskState) -> tuple[bool, Any]:
+        if self._store.keeps_objects:
+            return True, state.value
+        try:
+            return True, self.serializer.encode(state.value)
+        except Exception as exc:
+            self._warn_unstorable(state, exc)
+            return False, None
+
+    def _warn_unstorable(self, state: TaskState, exc: BaseException) -> None:
+        kind = type(state.value)
+        logger.warning(
+            "task %r returned a %s.%s that the %s serializer cannot store (%s); it is not "
+            "cached and will run again on resume. Return plain data, or use another serializer.",
+            state.name, kind.__module__, kind.__qualname__,
+            getattr(self.serializer, "name", type(self.serializer).__name__), exc,
+        )
+
+    def _record(
+        self,
+        book: _RunBook,
+        state: TaskState,
+        status: Status,
+        stored: bool,
+        payload: Any,
+        entry: CacheEntry | None,
+        key: str | None,
+    ) -> None:
+        outcome = Outcome(
+            book.dag, book.run_id, state.name, status.value, task_version(state.task),
+            stored, payload if stored else None, self.clock(), key if stored else None,
+        )
+        with self._lock:
+            try:
+                self._store.record(outcome, entry)
+            except (TypeError, ValueError) as exc:  # a serializer's output JSON cannot hold
+                self._warn_unstorable(state, exc)
+                self._store.record(outcome._replace(has_value=False, value=None, key=None))
+
+    # --- looking and cleaning ----------------------------------------------------------
+
+    def entries(self) -> list[CacheInfo]:
+        """Every cache entry, oldest first, with its age, TTL left and size."""
+        now = self.clock()
+        with self._lock:
+            found = self._store.entries()
+            self._release()
+        return [
+            CacheInfo(
+                e.name, e.key, e.created, now - e.created,
+                None if e.ttl is None else e.created + e.ttl - now, e.size,
+            )
+            for e in found
+        ]
+
+    def latest_run(self, dag_name: str) -> tuple[str, dict[str, Status]] | None:
+        """The id of the latest recorded run of ``dag_name`` and each task's status in it.
+
+        Tasks restored or carried over from earlier runs are included.
+        """
+        with self._lock:
+            latest = self._store.latest_run(dag_name)
+            self._release()
+        if latest is None:
+            return None
+        run_id, outcomes = latest
+        return run_id, {name: Status(o.status) for name, o in outcomes.items()}
+
+    def invalidate(self, name: str | None = None) -> int:
+        """Forget the cached results of task ``name``, or of every task.
+
+        Their recorded outcomes are forgotten too, so a resumed run runs them
+        (and everything downstream of them) again.
+
+        Returns:
+            how many cache entries were dropped.
+        """
+        with self._lock:
+            dropped = self._store.invalidate(name)
+            self._release()
+        return dropped
+
+    def clear(self) -> None:
+        """Forget everything: cache entries and recorded runs."""
+        with self._lock:
+            self._hits.clear()
+            self._store.clear()
+            self._release()
+
+    def _release(self) -> None:
+        if not self._books:  # no run in progress: do not hold the file open
+            self._store.close()
+
+
+_MISSING: Any = object()
+
+
+def _has_result(outcome: Outcome) -> bool:
+    """Whether an outcome can be restored: a stored result, or a skip."""
+    if outcome.status == Status.SKIPPED.value:
+        return True
+    return outcome.status in _WITH_VALUE and outcome.has_value
+
+
+def _make_store(
+    path: str | os.PathLike[str] | None, backend: str | None, store: Store | None
+) -> Store:
+    if store is not None:
+        if path is not None or backend is not None:
+            raise StateError("pass either store= or a path/backend to StateManager, not both")
+        if not isinstance(store, Store):
+            raise StateError(
+                f"store={store!r} is not a flowkit.stores.Store; subclass it to plug in a backend"
+            )
+        return store
+    if backend not in (None, "memory", "json", "sqlite"):
+        raise StateError(f"unknown state backend {backend!r}; use 'memory', 'json' or 'sqlite'")
+    if path is None:
+        if backend in ("json", "sqlite"):
+            raise StateError(f"the {backend} state backend needs a path: StateManager(path)")
+        return MemoryStore()
+    if not isinstance(path, str | os.PathLike):
+        raise StateError(f"a state path must be a str or os.PathLike, got {path!r}")
+    if backend == "memory":
+        raise StateError("the memory state backend takes no path; drop the path or the backend")
+    text = os.fspath(path)
+    if backend == "sqlite" or (backend is None and text.lower().endswith(_SQLITE_SUFFIXES)):
+        return SQLiteStore(text)
+    return JSONStore(text)

@@ -1,0 +1,141 @@
+"""The store interface: what a state backend keeps, and the records it keeps.
+
+A :class:`Store` holds two kinds of records:
+
+- :class:`CacheEntry`: a task's result under its cache key, with the time it
+  was stored;
+- :class:`Outcome`: how a task ended in a run of a DAG. Only the *latest* run
+  of each DAG matters (it is what ``resume`` continues), so a store may forget
+  older runs.
+
+Values reach a store already encoded by the state manager's serializer
+(JSON-compatible data), except for stores that set ``keeps_objects`` — the
+in-memory one — which get the Python objects themselves.
+
+To plug in a backend of your own (a database, a key-value service), subclass
+:class:`Store`, implement its abstract methods and pass an instance as
+``StateManager(store=...)``. Every method may be called from any thread, but
+one at a time per store instance is enough: the state manager serialises calls.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+__all__ = ["CacheEntry", "Outcome", "Store"]
+
+
+class CacheEntry(NamedTuple):
+    """A cached result.
+
+    Attributes:
+        key: the cache key (see ``flowkit.cachekey``).
+        name: the task's name.
+        created: when it was stored, in the state manager's clock (seconds).
+        ttl: the task's ``cache_ttl`` when it was stored; ``None`` for never.
+        size: bytes it takes in the store, when the store knows.
+        value: the encoded value (or the object itself with ``keeps_objects``);
+            ``None`` in listings from :meth:`Store.entries`.
+    """
+
+    key: str
+    name: str
+    created: float
+    ttl: float | None
+    size: int | None
+    value: Any
+
+
+class Outcome(NamedTuple):
+    """How a task ended in a run.
+
+    Attributes:
+        dag: the DAG's name.
+        run_id: the run's id.
+        name: the task's name.
+        status: a :class:`~flowkit.Status` value (``"success"``, ``"skipped"``, ...).
+        version: the task's code-and-wiring hash when it ran.
+        has_value: whether ``value`` holds a result that can be restored.
+        value: the encoded result (or the object itself with ``keeps_objects``).
+        finished: when it was recorded (state manager's clock).
+        key: the cache key whose entry was stored with this very value, if any:
+            a store may keep the value once and refer to the entry.
+    """
+
+    dag: str
+    run_id: str
+    name: str
+    status: str
+    version: str
+    has_value: bool
+    value: Any
+    finished: float
+    key: str | None = None
+
+
+class Store(abc.ABC):
+    """Where a :class:`~flowkit.StateManager` keeps cache entries and run outcomes."""
+
+    #: True when values are kept as Python objects rather than encoded data.
+    keeps_objects: bool = False
+
+    #: Shown in messages and ``repr``: a path, or a short description.
+    location: str = "custom store"
+
+    # --- cache -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_entry(self, key: str) -> CacheEntry | None:
+        """The entry stored under ``key``, or ``None``."""
+
+    @abc.abstractmethod
+    def entries(self) -> list[CacheEntry]:
+        """Every cache entry (values may be left out as ``None``), oldest first."""
+
+    # --- runs ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def start_run(
+        self, dag: str, run_id: str, started: float, carried: Iterable[Outcome] = ()
+    ) -> None:
+        """Make ``run_id`` the latest run of ``dag``, holding the ``carried`` outcomes.
+
+        Must be atomic: afterwards ``latest_run(dag)`` returns this run with
+        exactly the carried outcomes (plus those recorded since).
+        """
+
+    @abc.abstractmethod
+    def record(self, outcome: Outcome, entry: CacheEntry | None = None) -> None:
+        """Record a task's outcome and, when given, its cache entry.
+
+        Must be durable against a crash of the process once it returns.
+        Outcomes of a run that is no longer the DAG's latest may be dropped.
+        """
+
+    @abc.abstractmethod
+    def latest_run(self, dag: str) -> tuple[str, Mapping[str, Outcome]] | None:
+        """The id and the outcomes (by task name) of the latest run of ``dag``."""
+
+    # --- maintenance -----------------------------------------------------------
+
+    @abc.abstractmethod
+    def invalidate(self, name: str | None = None) -> int:
+        """Forget the cached results of task ``name`` (of every task for ``None``).
+
+        Their recorded outcomes are forgotten too, so resume runs them again.
+
+        Returns:
+            how many cache entries were dropped.
+        """
+
+    @abc.abstractmethod
+    def clear(self) -> None:
+        """Forget everything: cache entries and runs."""
+
+    def end_run(self, dag: str, run_id: str) -> None:  # noqa: B027 - optional
+        """A run ended: a chance to sync to disk, compact, or release resources."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release files or connections; the store reopens them when used again."""

@@ -1,0 +1,445 @@
+"""The JSON store: an append-only journal of JSON lines, compacted now and then.
+
+The file starts with a header line (``{"flowkit": "state", "format": 1}``) so
+a foreign file is recognised, followed by one JSON object per line: a run
+started, a task's outcome, a cache entry, an invalidation. Later lines win.
+
+Why it is safe and fast:
+
+- **One line per outcome.** Recording a task appends one line with a single
+  ``write`` call — no buffering in the process, so the line survives a crash
+  of the process the moment the call returns (not a power loss: the file is
+  ``fsync``-ed at the end of each run and at each compaction). Recording N
+  outcomes costs O(N).
+- **A torn last line is not corruption.** A crash can leave the last line
+  incomplete; readers ignore it and the next writer cuts it off.
+- **Compaction** rewrites only the live records into a temporary file, syncs
+  it, and renames it over the journal (``os.replace`` is atomic), so a crash at
+  any instant leaves either the old file or the new one. It happens at the end
+  of a run, and only once the journal holds more than twice the live records.
+- **Several processes** may share one file: every access holds an ``flock`` on
+  the file (shared to read, exclusive to write). A compaction elsewhere renames
+  a new file over the old one, which is then left without a name: a process
+  that finds its open file so, reopens the path. Each process keeps an index
+  of the file and reads only what others appended since its last look.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from flowkit.exceptions import StateError
+from flowkit.stores.base import CacheEntry, Outcome, Store
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one process at a time
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["FORMAT", "JSONStore"]
+
+FORMAT = 1
+_HEADER = json.dumps({"flowkit": "state", "format": FORMAT}) + "\n"
+_HEADER_BYTES = _HEADER.encode()
+_MIN_DEAD = 256  # dead lines tolerated before a compaction is worth its fsync
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # absent on Windows
+
+
+class JSONStore(Store):
+    """State in one JSON-lines file at ``path`` (created with mode 0600)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.fspath(path)
+        self.location = self.path
+        self._lock = threading.RLock()
+        self._fd: int | None = None
+        self._reset_index(None)
+
+    def __repr__(self) -> str:
+        return f"JSONStore({self.path!r})"
+
+    # --- the index of the file --------------------------------------------------
+
+    def _reset_index(self, ident: tuple[int, int] | None) -> None:
+        self._ident = ident  # (st_dev, st_ino) of the file the index reflects
+        self._offset = 0  # bytes of it applied to the index
+        self._lines = 0  # records applied (live or dead)
+        self._entries: dict[str, CacheEntry] = {}
+        self._runs: dict[str, tuple[str, dict[str, Outcome]]] = {}
+        self._dirty = False  # written since the last fsync
+        self._size = 0  # the file's size at the last look
+
+    def _live(self) -> int:
+        return len(self._entries) + sum(len(o) + 1 for _, o in self._runs.values())
+
+    def _apply(self, rec: dict[str, Any], size: int) -> None:
+        """Apply one record read from the file (or just written) to the index."""
+        kind = rec["t"]
+        if kind == "o":
+            value, has_value, key = rec.get("v"), "v" in rec, None
+            if "ref" in rec:  # the value is that of a cache entry written with it
+                key = rec["ref"]
+                entry = self._entries.get(key)
+                has_value, value = entry is not None, entry and entry.value
+            self._put_outcome(Outcome(
+                rec["dag"], rec["run"], rec["n"], rec["s"], rec["ver"],
+                has_value, value, rec["at"], key,
+            ))
+        elif kind == "c":
+            self._put_entry(CacheEntry(rec["k"], rec["n"], rec["at"], rec["ttl"], size, rec["v"]))
+        elif kind == "run":
+            self._runs[rec["dag"]] = (rec["run"], {})
+            self._lines += 1
+        elif kind == "inv":
+            name = rec["n"]
+            for key in [k for k, e in self._entries.items() if name is None or e.name == name]:
+                del self._entries[key]
+            for _, outcomes in self._runs.values():
+                if name is None:
+                    outcomes.clear()
+                else:
+                    outcomes.pop(name, None)
+            self._lines += 1
+        else:
+            raise KeyError(kind)
+
+    def _put_outcome(self, outcome: Outcome) -> None:
+        run = self._runs.get(outcome.dag)
+        if run is not None and run[0] == outcome.run_id:  # else: a superseded run
+            run[1][outcome.name] = outcome
+        self._lines += 1
+
+    def _put_entry(self, entry: CacheEntry) -> None:
+        self._entries.pop(entry.key, None)  # re-insert: newest last
+        self._entries[entry.key] = entry
+        self._lines += 1
+
+    def _corrupt(self, line_no: int, problem: str) -> StateError:
+        return StateError(
+            f"state file {self.path!r} is corrupt at line {line_no}: {problem}. "
+            "Restore it from a backup, or move it away to start with an empty state "
+            "(cached results and resume information are then lost).",
+            path=self.path,
+        )
+
+    def _foreign(self) -> StateError:
+        return StateError(
+            f"{self.path!r} is not a flowkit state file (its first line is not a flowkit "
+            "header). Pass the path of a flowkit state file, or a new path.",
+            path=self.path,
+        )
+
+    def _refresh(self, size: int) -> None:
+        """Apply what was appended since the last look (called under the file lock)."""
+        self._size = size
+        if size < self._offset:  # rewritten in place: should not happen, but be safe
+            self._reset_index(self._ident)
+            self._size = size
+        if size == self._offset:
+            return
+        assert self._fd is not None
+        os.lseek(self._fd, self._offset, os.SEEK_SET)
+        data = _read_exactly(self._fd, size - self._offset)
+        end = data.rfind(b"\n") + 1  # beyond it: a line torn by a crash, ignored
+        start = 0
+        if self._offset == 0:
+            if end == 0:
+                if _HEADER_BYTES.startswith(data):
+                    return  # only a torn header: the file is as good as new
+                raise self._foreign()
+            start = data.find(b"\n") + 1
+            self._check_header(data[:start])
+        line_no = self._lines + 2  # the header is line 1
+        for raw in data[start:end].split(b"\n")[:-1]:
+            try:
+                self._apply(json.loads(raw), len(raw) + 1)
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                raise self._corrupt(line_no, f"{type(exc).__name__}: {exc}") from None
+            line_no += 1
+        self._offset += end
+
+    def _check_header(self, head: bytes) -> None:
+        try:
+            header = json.loads(head)
+        except ValueError:
+            raise self._foreign() from None
+        if not isinstance(header, dict) or header.get("flowkit") != "state":
+            raise self._foreign()
+        if header.get("format") != FORMAT:
+            raise StateError(
+                f"state file {self.path!r} has format {header.get('format')!r}; this "
+                f"version of flowkit reads format {FORMAT}. Upgrade flowkit, or use a new path.",
+                path=self.path,
+            )
+
+    # --- the file and its lock -----------------------------------------------------
+
+    def _open(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(
+                    self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600
+                )
+            except OSError as exc:
+                raise StateError(
+                    f"cannot open state file {self.path!r}: {exc.strerror or exc}. "
+                    "Check that its directory exists and is writable.",
+                    path=self.path,
+                ) from exc
+        return self._fd
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # type: ignore[arg-type]
+
+    def _acquire(self, *, exclusive: bool) -> int:
+        """Take the file lock on the file currently at ``path`` and bring the index up to date.
+
+        Pair with :meth:`_release`. (Explicit calls rather than a context manager:
+        this runs once per recorded task.)
+        """
+        self._lock.acquire()
+        try:
+            while True:
+                fd = self._open()
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                fst = os.fstat(fd)
+                # A compaction elsewhere renames a new file over this one, which
+                # then has no name left: reopen the path to find the new file.
+                if fst.st_nlink:
+                    break
+                self.close()
+            ident = (fst.st_dev, fst.st_ino)
+            if ident != self._ident:
+                self._reset_index(ident)
+            self._refresh(fst.st_size)
+        except BaseException:
+            self._release()
+            raise
+        return fd
+
+    def _release(self) -> None:
+        try:
+            if fcntl is not None and self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    @contextlib.contextmanager
+    def _locked(self, *, exclusive: bool) -> Iterator[int]:
+        fd = self._acquire(exclusive=exclusive)
+        try:
+            yield fd
+        finally:
+            self._release()
+
+    def _append(self, records: list[dict[str, Any]]) -> None:
+        """Append ``records`` as lines and apply them to the index."""
+        with self._locked(exclusive=True) as fd:
+            self._append_records(fd, records)
+
+    def _append_records(self, fd: int, records: list[dict[str, Any]]) -> None:
+        lines = [_line(r) for r in records]
+        self._append_locked(fd, lines)
+        for rec, line in zip(records, lines, strict=True):
+            self._apply(rec, len(line))
+
+    def _append_locked(self, fd: int, lines: list[bytes]) -> None:
+        """Write ``lines`` with one ``write`` call (under the exclusive file lock)."""
+        prefix = b""
+        if self._offset == 0:
+            prefix = _HEADER_BYTES  # a new file (or only a torn header)
+        if self._size != self._offset:
+            os.ftruncate(fd, self._offset)  # cut off a line torn by a crash
+        data = prefix + b"".join(lines)
+        self._write_all(fd, data)
+        self._offset += len(data)
+        self._size = self._offset
+        self._dirty = True
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self._offset)  # no half line left behind
+            raise StateError(
+                f"cannot write state file {self.path!r}: {exc.strerror or exc}", path=self.path
+            ) from exc
+
+    # --- Store --------------------------------------------------------------------
+
+    def get_entry(self, key: str) -> CacheEntry | None:
+        self._acquire(exclusive=False)
+        try:
+            return self._entries.get(key)
+        finally:
+            self._release()
+
+    def entries(self) -> list[CacheEntry]:
+        with self._locked(exclusive=False):
+            return [e._replace(value=None) for e in self._entries.values()]
+
+    def start_run(
+        self, dag: str, run_id: str, started: float, carried: Iterable[Outcome] = ()
+    ) -> None:
+        carried = [o._replace(dag=dag, run_id=run_id) for o in carried]
+        with self._locked(exclusive=True) as fd:
+            lines = [_line({"t": "run", "dag": dag, "run": run_id, "at": started})]
+            lines.extend(self._outcome_line(o) for o in carried)
+            self._append_locked(fd, lines)
+            self._runs[dag] = (run_id, {})
+            self._lines += 1
+            for outcome in carried:
+                self._put_outcome(outcome)
+
+    def record(self, outcome: Outcome, entry: CacheEntry | None = None) -> None:
+        fd = self._acquire(exclusive=True)
+        try:
+            if entry is None:
+                self._append_locked(fd, [self._outcome_line(outcome)])
+            else:
+                entry_line = _line(_entry_record(entry))
+                lines = [entry_line, self._outcome_line(outcome, entry)]
+                self._append_locked(fd, lines)
+                self._put_entry(entry._replace(size=len(entry_line)))
+            self._put_outcome(outcome)
+        finally:
+            self._release()
+
+    def latest_run(self, dag: str) -> tuple[str, Mapping[str, Outcome]] | None:
+        with self._locked(exclusive=False):
+            run = self._runs.get(dag)
+            return None if run is None else (run[0], dict(run[1]))
+
+    def invalidate(self, name: str | None = None) -> int:
+        with self._lock:
+            with self._locked(exclusive=True) as fd:
+                dropped = sum(1 for e in self._entries.values() if name is None or e.name == name)
+                self._append_records(fd, [{"t": "inv", "n": name}])
+            self._maybe_compact()
+            return dropped
+
+    def clear(self) -> None:
+        with self._locked(exclusive=True):
+            self._reset_index(self._ident)
+            self._rewrite()
+
+    def end_run(self, dag: str, run_id: str) -> None:
+        with self._lock:
+            if self._fd is not None and self._dirty:
+                os.fsync(self._fd)
+                self._dirty = False
+            self._maybe_compact()
+            self.close()
+
+    def _outcome_line(self, o: Outcome, entry: CacheEntry | None = None) -> bytes:
+        """The journal line of an outcome, built by hand: this runs once per task."""
+        head = (
+            f'{{"t":"o","dag":{_text(o.dag)},"run":{_text(o.run_id)},"n":{_text(o.name)},'
+            f'"s":{_text(o.status)},"ver":{_text(o.version)},"at":{_number(o.finished)}'
+        )
+        if not o.has_value:
+            return (head + "}\n").encode()
+        if entry is None and o.key is not None:
+            entry = self._entries.get(o.key)
+        # Refer to the cache entry rather than store the value twice, when the
+        # entry holds this very value (not one written there later).
+        if entry is not None and entry.value is o.value:
+            return (f'{head},"ref":{_text(entry.key)}}}\n').encode()
+        return (f'{head},"v":{_encode(o.value)}}}\n').encode()
+
+    # --- compaction -----------------------------------------------------------------
+
+    def _maybe_compact(self) -> None:
+        with self._locked(exclusive=True):
+            if self._lines > 2 * self._live() + _MIN_DEAD:
+                self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Replace the file by one holding only the live records (under the exclusive lock)."""
+        lines = [_line(_entry_record(e)) for e in self._entries.values()]
+        for dag, (run_id, outcomes) in self._runs.items():
+            lines.append(_line({"t": "run", "dag": dag, "run": run_id, "at": 0.0}))
+            lines.extend(self._outcome_line(o) for o in outcomes.values())
+        data = _HEADER_BYTES + b"".join(lines)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=".flowkit-state-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        # Our lock is on the old file, which others now find replaced. Lock the
+        # new one, then close the old one (releasing its lock); the index stays
+        # valid for the new file, plus whatever another process appended to it
+        # in between.
+        old_fd = self._fd
+        self._fd = None
+        new_fd = self._open()
+        if fcntl is not None:
+            fcntl.flock(new_fd, fcntl.LOCK_EX)
+        if old_fd is not None:
+            os.close(old_fd)
+        st = os.fstat(new_fd)
+        self._ident = (st.st_dev, st.st_ino)
+        self._offset = len(data)
+        self._lines = len(lines)
+        self._dirty = False
+        self._refresh(st.st_size)
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+_text = json.encoder.encode_basestring_ascii  # a JSON string literal
+
+
+def _number(x: float) -> str:
+    return repr(x) if type(x) is float and math.isfinite(x) else _encode(x)
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    return (_encode(record) + "\n").encode()
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size > 0:
+        chunk = os.read(fd, size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _entry_record(e: CacheEntry) -> dict[str, Any]:
+    return {"t": "c", "k": e.key, "n": e.name, "at": e.created, "ttl": e.ttl, "v": e.value}

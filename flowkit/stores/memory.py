@@ -1,0 +1,65 @@
+"""The in-memory store: the default, gone when the process ends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from flowkit.stores.base import CacheEntry, Outcome, Store
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """Keeps results as the Python objects themselves: no copy, no serializer.
+
+    A cached value is handed to downstream tasks as the very object that was
+    stored, so a task that mutates its input also mutates the cache.
+    """
+
+    keeps_objects = True
+    location = "memory"
+
+    def __init__(self) -> None:
+        self._entries: dict[str, CacheEntry] = {}
+        self._runs: dict[str, tuple[str, dict[str, Outcome]]] = {}
+
+    def get_entry(self, key: str) -> CacheEntry | None:
+        return self._entries.get(key)
+
+    def entries(self) -> list[CacheEntry]:
+        return sorted(self._entries.values(), key=lambda e: e.created)
+
+    def start_run(
+        self, dag: str, run_id: str, started: float, carried: Iterable[Outcome] = ()
+    ) -> None:
+        self._runs[dag] = (run_id, {o.name: o for o in carried})
+
+    def record(self, outcome: Outcome, entry: CacheEntry | None = None) -> None:
+        run = self._runs.get(outcome.dag)
+        if run is not None and run[0] == outcome.run_id:
+            run[1][outcome.name] = outcome
+        if entry is not None:
+            self._entries.pop(entry.key, None)  # re-insert: newest last
+            self._entries[entry.key] = entry
+
+    def latest_run(self, dag: str) -> tuple[str, Mapping[str, Outcome]] | None:
+        run = self._runs.get(dag)
+        return None if run is None else (run[0], dict(run[1]))
+
+    def invalidate(self, name: str | None = None) -> int:
+        if name is None:
+            dropped = len(self._entries)
+            self._entries.clear()
+            for _, outcomes in self._runs.values():
+                outcomes.clear()
+            return dropped
+        keys = [k for k, e in self._entries.items() if e.name == name]
+        for key in keys:
+            del self._entries[key]
+        for _, outcomes in self._runs.values():
+            outcomes.pop(name, None)
+        return len(keys)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._runs.clear()
