@@ -254,6 +254,8 @@ _caller_loop: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = context
 
 
 def _new_run_id() -> str:
-    """A unique id that sorts by start time: ``20261128T075110-3f9a1c``."""
-    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    """A unique id that sorts by start time: ``20261128T075110.123456-3f9a1c``."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    return f"{stamp}.{int(now % 1 * 1_000_000):06d}-{secrets.token_hex(3)}"
 

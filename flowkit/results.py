@@ -72,7 +72,13 @@ class RunResult(Mapping[str, Any]):
     @property
     def ok(self) -> bool:
         """True when no task FAILED, was UPSTREAM_FAILED or CANCELLED (skips are fine)."""
-        bad = (Status.FAILED, Status.UPSTREAM_FAILED, Status.CANCELLED)
+        bad = (
+            Status.FAILED,
+            Status.UPSTREAM_FAILED,
+            Status.CANCELLED,
+            Status.PENDING,
+            Status.RUNNING,
+        )
         return not self.interrupted and all(s.status not in bad for s in self.states.values())
 
     @property

@@ -109,11 +109,15 @@ class Scheduler:
     def run(self) -> RunResult:
         """Run every task to a final state; raise ``TaskExecutionError`` if one failed."""
         interrupted = False
-        try:
-            if self.state is not None:
+        if self.state is not None:
+            try:
                 self.restored = self.state.begin_run(
                     self.ctx, self.graph.tasks, resume=self.resume
                 )
+            except BaseException:
+                self._close(cancel=True)  # nothing ran: release the pools
+                raise
+        try:
             self.hooks.emit(self.hooks.on_dag_start, self.ctx)
             self._loop()
         except KeyboardInterrupt:
@@ -121,13 +125,16 @@ class Scheduler:
             self._interrupt()
             raise
         finally:
-            self.backend.close(cancel=interrupted or self.stopping)
-            if self.aio is not None:
-                self.aio.close(cancel=interrupted or self.stopping)
+            self._close(cancel=interrupted or self.stopping)
             result = self._result(interrupted)
             self.hooks.emit(self.hooks.on_dag_end, self.ctx, result)
         self._raise_for_failure(result)
         return result
+
+    def _close(self, *, cancel: bool) -> None:
+        self.backend.close(cancel=cancel)
+        if self.aio is not None:
+            self.aio.close(cancel=cancel)
 
     def _loop(self) -> None:
         while self.unfinished:
