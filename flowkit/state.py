@@ -161,16 +161,40 @@ class StateManager:
         book = _RunBook(run.dag_name, run.run_id)
         restored: dict[str, tuple[Status, Any]] = {}
         carried: list[Outcome] = []
+        params = self._params_record(run)
         with self._lock:
-            self._books[run.run_id] = book
             if resume:
                 latest = self._store.latest_run(run.dag_name)
                 if latest is not None:
+                    self._check_same_params(run, latest[0], latest[1].get(_PARAMS), params)
                     restored, carried = self._restorable(tasks, latest[1])
                     book.restored.update(restored)
-            self._store.start_run(run.dag_name, run.run_id, self.clock(), carried)
+            self._books[run.run_id] = book
+            self._store.start_run(run.dag_name, run.run_id, self.clock(), [params, *carried])
             book.started = True
         return restored
+
+    def _params_record(self, run: RunContext) -> Outcome:
+        """The run parameters, kept with the run so that resume can compare them."""
+        try:
+            digest = input_hash((), run.params)
+        except UncacheableInput:
+            digest = "unhashable:" + repr(sorted(run.params.items()))
+        shown = ", ".join(f"{k}={v!r}" for k, v in sorted(run.params.items())) or "none"
+        return Outcome(run.dag_name, run.run_id, _PARAMS, _PARAMS, digest, True, shown,
+                       self.clock())
+
+    def _check_same_params(
+        self, run: RunContext, recorded_run: str, recorded: Outcome | None, now: Outcome
+    ) -> None:
+        if recorded is None or recorded.version == now.version:
+            return
+        raise StateError(
+            f"cannot resume run {recorded_run} of DAG {run.dag_name!r}: it ran with the "
+            f"parameters ({recorded.value}) and this run has ({now.value}). Pass the same "
+            "params to resume it, or run without resume=True to start afresh.",
+            path=None if self._store.keeps_objects else self._store.location,
+        )
 
     def _restorable(
         self, tasks: Sequence[Task[..., Any]], outcomes: Mapping[str, Outcome]
@@ -189,6 +213,18 @@ class StateManager:
             if value[0] is Status.CACHED:  # what it is in the new run
                 outcome = outcome._replace(status=Status.CACHED.value)
             carried.append(outcome)
+        # Items of a mapped task that did not finish: its upstream tasks were
+        # restored, so its items are the same ones; restore those that ended.
+        for task in tasks:
+            if task.is_map and task.name not in restored and all(
+                up.name in restored for up in task.upstream
+            ):
+                for name, outcome in outcomes.items():
+                    if name.startswith(task.name + "[") and name.endswith("]"):
+                        value = self._restore_item(task, outcome)
+                        if value is not None:
+                            restored[name] = value
+                            carried.append(outcome)
         # Outcomes of tasks outside this run stay valid, unless the task depends
         # on one that runs again now.
         names = {t.name for t in tasks}
@@ -205,6 +241,11 @@ class StateManager:
         )
         return restored, carried
 
+    def _restore_item(self, task: Task[..., Any], outcome: Outcome) -> tuple[Status, Any] | None:
+        if not _has_result(outcome) or outcome.version != task_version(task):
+            return None
+        return self._decode_outcome(task, outcome)
+
     def _restore_one(
         self,
         task: Task[..., Any],
@@ -218,6 +259,9 @@ class StateManager:
         if outcome.version != task_version(task):
             logger.info("task %r changed since run %s: it runs again", task.name, outcome.run_id)
             return None
+        return self._decode_outcome(task, outcome)
+
+    def _decode_outcome(self, task: Task[..., Any], outcome: Outcome) -> tuple[Status, Any] | None:
         if outcome.status == Status.SKIPPED.value:
             return (Status.SKIPPED, None)
         if self._store.keeps_objects:
@@ -407,7 +451,9 @@ class StateManager:
         if latest is None:
             return None
         run_id, outcomes = latest
-        return run_id, {name: Status(o.status) for name, o in outcomes.items()}
+        return run_id, {
+            name: Status(o.status) for name, o in outcomes.items() if name != _PARAMS
+        }
 
     def invalidate(self, name: str | None = None) -> int:
         """Forget the cached results of task ``name``, or of every task.
@@ -436,6 +482,7 @@ class StateManager:
 
 
 _MISSING: Any = object()
+_PARAMS = "<params>"  # the run's parameters, recorded beside its outcomes (no task has this name)
 
 
 def _has_result(outcome: Outcome) -> bool:

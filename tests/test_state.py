@@ -939,3 +939,59 @@ def test_an_unreadable_cache_is_a_miss_not_a_failed_run(caplog: pytest.LogCaptur
         run = DAG([Task(pair, cache_ttl=60)], name="locked").run(executor="sync", state=state)
     assert run.states["pair"].status is Status.SUCCESS
     assert "the cache cannot be read" in caplog.text
+
+
+# --- run parameters and mapped tasks -------------------------------------------------
+
+
+def dated(day: str) -> str:
+    _count("dated")
+    return day.upper()
+
+
+def items_source() -> list[int]:
+    _count("items_source")
+    return [1, 2, 3, 4]
+
+
+def fail_on_four(x: int) -> int:
+    _count(f"item{x}")
+    if x == 4 and "fail" in SWITCH:
+        raise RuntimeError("item four fails")
+    return x * 10
+
+
+def test_resume_refuses_different_parameters(make_state: StateFactory) -> None:
+    SWITCH["fail"] = True
+    t = Task(dated, name="dated")
+    f = Task(maybe_fail, name="maybe_fail")
+    t >> f
+    with pytest.raises(TaskExecutionError):
+        DAG([f], name="p").run(executor="sync", state=make_state(), params={"day": "mon"})
+    with pytest.raises(flowkit.StateError) as info:
+        DAG([f], name="p").run(executor="sync", state=make_state(), params={"day": "tue"},
+                               resume=True)
+    message = str(info.value)
+    assert "day='mon'" in message and "day='tue'" in message and "resume" in message
+    SWITCH.clear()
+    run = DAG([f], name="p").run(executor="sync", state=make_state(), params={"day": "mon"},
+                                 resume=True)
+    assert run.states["dated"].status is Status.CACHED
+    assert CALLS["dated"] == 1
+
+
+def test_resume_in_the_middle_of_a_map(make_state: StateFactory) -> None:
+    SWITCH["fail"] = True
+    source_task = Task(items_source, name="items_source")
+    mapped = Task(fail_on_four, name="fail_on_four").map()
+    source_task >> mapped
+    with pytest.raises(TaskExecutionError):
+        DAG([mapped], name="m").run(executor="sync", state=make_state(), fail_fast=False)
+    assert [CALLS[f"item{x}"] for x in (1, 2, 3, 4)] == [1, 1, 1, 1]
+    SWITCH.clear()
+    run = DAG([mapped], name="m").run(executor="sync", state=make_state(), resume=True)
+    assert run["fail_on_four"] == [10, 20, 30, 40]
+    assert [CALLS[f"item{x}"] for x in (1, 2, 3, 4)] == [1, 1, 1, 2]  # only the failed item ran
+    assert run.states["fail_on_four[0]"].status is Status.CACHED
+    assert run.states["fail_on_four[3]"].status is Status.SUCCESS
+    assert CALLS["items_source"] == 1
