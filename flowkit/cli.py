@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import logging
 import os
 import reprlib
@@ -24,7 +25,7 @@ import textwrap
 import traceback
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import TextIO
+from typing import Any, TextIO
 
 from flowkit import __version__
 from flowkit.dag import DAG
@@ -168,6 +169,7 @@ def _run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         flowkit run pipeline.py --state .flowkit-state.json --resume
         flowkit run pipeline.py --log-level INFO --json-logs 2> run.jsonl
         flowkit run pipeline.py --report report.html
+        flowkit run pipeline.py --param day=2026-11-28 --param limit=100
         """,
     )
     _workflow_argument(sub)
@@ -179,6 +181,14 @@ def _run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--workers", type=_positive_int, metavar="N", help="size of the thread or process pool"
     )
     _targets_argument(sub)
+    sub.add_argument(
+        "--param",
+        action="append",
+        type=_parameter,
+        metavar="NAME=VALUE",
+        help="a run parameter (repeatable); VALUE is read as JSON when it is valid JSON "
+        '(3, true, [1, 2], "text"), else taken as a string',
+    )
     sub.add_argument("--state", metavar="PATH", help="a state file for caching and --resume")
     sub.add_argument(
         "--resume",
@@ -272,6 +282,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _parameter(text: str) -> tuple[str, Any]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return name.strip(), json.loads(value)
+    except ValueError:
+        return name.strip(), value
 
 
 def _targets(values: list[str] | None) -> list[str] | None:
@@ -423,6 +443,7 @@ def _run(args: argparse.Namespace) -> int:
             state=state,
             resume=args.resume,
             hooks=[bar, keep],
+            params=dict(args.param or ()),
             address=args.address,
         )
     except TaskExecutionError as exc:

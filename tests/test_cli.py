@@ -466,3 +466,37 @@ def test_python_dash_m_exits_with_the_code(
         runpy.run_path(str(ROOT / "flowkit" / "__main__.py"), run_name="__main__")
     assert exit_.value.code == 0
     assert "would run" in capsys.readouterr().out
+
+
+PARAMETRISED = """
+    from flowkit import task
+
+    @task
+    def report(day: str, limit: int = 10, tags: list[str] | None = None) -> str:
+        return f"{day}:{limit}:{tags}"
+"""
+
+
+def test_run_parameters_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _workflow(tmp_path, PARAMETRISED)
+    code, out, _ = _run(
+        ["run", path, "--executor", "sync", "--param", "day=2026-11-28", "--param", "limit=3",
+         "--param", 'tags=["a", "b"]'],
+        capsys,
+    )
+    assert code == 0
+    assert "'2026-11-28:3:['a', 'b']'" in out
+
+
+def test_a_missing_or_unknown_parameter_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _workflow(tmp_path, PARAMETRISED)
+    code, _, err = _run(["run", path, "--executor", "sync"], capsys)
+    assert code == 2 and "'day'" in err and err.startswith("flowkit: error:")
+    code, _, err = _run(["run", path, "--param", "day=x", "--param", "dya=y"], capsys)
+    assert code == 2 and "'dya'" in err
+    code, _, err = _run(["run", path, "--param", "no-equals-sign"], capsys)
+    assert code == 2 and "NAME=VALUE" in err
