@@ -487,7 +487,7 @@ def test_run_parameters_from_the_command_line(
         capsys,
     )
     assert code == 0
-    assert "'2026-11-28:3:['a', 'b']'" in out
+    assert "2026-11-28:3:['a', 'b']" in out
 
 
 def test_a_missing_or_unknown_parameter_exits_2(
