@@ -126,7 +126,9 @@ def _call_with_timeout(
     return (False, timeout_error(task, timeout), started, time.time(), helper.name)
 
 
-def timeout_error(task: Task[..., Any], timeout: float, note: str = _THREAD_NOTE) -> TaskTimeoutError:
+def timeout_error(
+    task: Task[..., Any], timeout: float, note: str = _THREAD_NOTE
+) -> TaskTimeoutError:
     return TaskTimeoutError(
         f"task {task.name!r} timed out after {timeout:g}s; the run went on without it ({note})",
         task_name=task.name,
@@ -193,7 +195,7 @@ class ThreadBackend(Backend):
         self._start_worker()
 
     def cancel_pending(self) -> list[Any]:
-        cancelled = []
+        cancelled: list[Any] = []
         while True:
             try:
                 item = self._work.get_nowait()
@@ -261,8 +263,6 @@ class FutureBackend(Backend):
         fn = self._callables.get(task)
         if fn is None:
             fn = self._callables[task] = self._sendable(task)
-        if type(kwargs) is not dict:  # a read-only view (mappingproxy) does not pickle
-            kwargs = dict(kwargs)
         try:
             if self._dask:
                 # A fresh key per attempt, named after the task for Dask's dashboard.
@@ -345,11 +345,11 @@ class FutureBackend(Backend):
                 return
             self._size_reported = True
         logger.warning(
-            "task %r returned %.1f MB through the %s executor (more than "
-            "flowkit.executors.LARGE_RESULT_BYTES = %d bytes). Large results should not "
+            "task %r returned %.1f MiB (pickled) through the %s executor, more than "
+            "flowkit.executors.LARGE_RESULT_BYTES (%d bytes). Large results should not "
             "travel through the scheduler: write them to storage every worker can reach "
             "and return the path. Reported once per run.",
-            task_name, size / 1e6, self.name, LARGE_RESULT_BYTES,
+            task_name, size / 2**20, self.name, LARGE_RESULT_BYTES,
         )
 
     def abandon(self, token: Any) -> None:

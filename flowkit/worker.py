@@ -5,6 +5,10 @@ an :data:`Outcome` — ``(ok, value_or_error, started_at, finished_at, worker)``
 and the scheduler, in the calling process, decides about retries, skips,
 caching, logging and state. Everything here is small, importable and picklable,
 so the same functions run in threads, in process pools and on Dask workers.
+
+A worker in another process pickles a result once itself (:class:`Pickled`):
+the executor then ships plain bytes, and the scheduler learns the result's size
+for free, to warn about results too big to travel (see ``flowkit.executors``).
 """
 
 from __future__ import annotations
@@ -22,15 +26,60 @@ from typing import Any
 from flowkit.context import TaskContext, current_task
 from flowkit.exceptions import TaskExecutionError, TaskTimeoutError
 
-__all__ = ["Call", "Outcome", "invoke", "invoke_batch", "invoke_remote"]
+__all__ = ["Call", "Outcome", "Pickled", "invoke", "invoke_batch", "invoke_remote"]
 
 Outcome = tuple[bool, Any, float, float, str]
-"""(ok, value or exception, started_at, finished_at, worker)."""
+"""(ok, value or exception, started_at, finished_at, worker).
+
+From :func:`invoke_remote` the value may be a :class:`Pickled`, which the
+backend decodes before the scheduler sees the outcome.
+"""
 
 Call = tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any], TaskContext, float | None]
 """(function, positional inputs, keyword inputs, task context, timeout)."""
 
 _now = time.time
+
+# Results that cost nothing to ship and whose size needs no pickling to know.
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+class Pickled:
+    """A task's result, pickled once in the worker that produced it.
+
+    The executor ships the bytes without walking the object again, and the
+    calling process knows the result's size (``len(data)``) without pickling it
+    a second time. Only flowkit's own workers create these, so the calling
+    process unpickles data it has just asked for.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __reduce__(self) -> tuple[type[Pickled], tuple[bytes]]:
+        return (Pickled, (self.data,))
+
+    def load(self) -> Any:
+        """The original value."""
+        return pickle.loads(self.data)
+
+    def __repr__(self) -> str:
+        return f"<Pickled result of {len(self.data)} bytes>"
+
+
+def _encode(value: Any) -> Any:
+    """``value`` as it should travel back: plain scalars and strings as they are,
+    anything else as :class:`Pickled` bytes."""
+    if type(value) in _PLAIN:
+        return value
+    try:
+        return Pickled(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        # The executor may do better (Dask's cloudpickle), or not need to pickle
+        # at all (an in-process executor); if it fails, it says so itself.
+        return value
 
 
 def invoke(
@@ -57,9 +106,10 @@ def invoke_remote(
 ) -> Outcome:
     """Like :func:`invoke`, for a worker in another process.
 
-    The error is made safe to send back (its traceback text travels as a note),
-    and where the worker runs tasks on its main thread — a process pool — a
-    ``timeout`` is enforced with ``SIGALRM`` so the work really stops.
+    The result is pickled here, once (see :class:`Pickled`); the error is made
+    safe to send back (its traceback text travels as a note); and where the
+    worker runs tasks on its main thread — a process pool — a ``timeout`` is
+    enforced with ``SIGALRM`` so the work really stops.
     """
     worker = f"pid {os.getpid()}"
     alarm = timeout is not None and _can_use_alarm()
@@ -78,12 +128,16 @@ def invoke_remote(
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-    return (True, value, started, _now(), worker)
+    finished = _now()
+    return (True, _encode(value), started, finished, worker)
 
 
 def invoke_batch(calls: Sequence[Call]) -> list[Outcome]:
-    """Run several tiny calls in one submission, saving a round trip per task."""
-    return [invoke_remote(fn, args, kwargs, ctx, timeout) for fn, args, kwargs, ctx, timeout in calls]
+    """Run several tiny calls in one submission, saving a round trip per task.
+
+    Values come back as :func:`invoke_remote` returns them (maybe :class:`Pickled`).
+    """
+    return [invoke_remote(fn, args, kwargs, ctx, limit) for fn, args, kwargs, ctx, limit in calls]
 
 
 def _can_use_alarm() -> bool:
@@ -106,7 +160,7 @@ def _alarm_handler(task_name: str, timeout: float) -> Callable[[int, FrameType |
 
 
 def _sendable(exc: Exception, task_name: str) -> Exception:
-    """Return ``exc``, or a stand-in when it cannot be pickled, with the remote traceback as a note."""
+    """``exc``, or a stand-in if it does not pickle, with the worker's traceback as a note."""
     text = "".join(traceback.format_exception(exc))
     exc.add_note(f"Traceback in worker process {os.getpid()}:\n{text}")
     try:

@@ -1,0 +1,363 @@
+"""DAGs on a real Dask cluster: two worker processes on loopback, shared by the module.
+
+Task functions are module-level: the workers are spawned with this process's
+``sys.path`` (which holds ``tests/``), so they import them as ``test_distributed``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+distributed = pytest.importorskip(
+    "distributed",
+    reason="dask.distributed is not installed: pip install 'dask[distributed]' "
+    "(or poetry install --with dist)",
+)
+import dask  # noqa: E402  (installed with distributed)
+
+import flowkit.executors  # noqa: E402
+from flowkit import (  # noqa: E402
+    DAG,
+    FlowkitError,
+    RunResult,
+    Status,
+    Task,
+    TaskExecutionError,
+    TaskTimeoutError,
+    task,
+)
+
+pytestmark = pytest.mark.dask
+
+
+# --- task functions ---------------------------------------------------------------
+
+
+def const(value: Any) -> Any:
+    return value
+
+
+def pid_after(seconds: float, *_: Any) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def add(*values: int) -> int:
+    return sum(values)
+
+
+def _bump(path: str) -> int:
+    counter = Path(path) / "calls"
+    calls = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(calls))
+    return calls
+
+
+def flaky(path: str) -> str:
+    if _bump(path) == 1:
+        raise ConnectionError("first attempt fails")
+    return "recovered"
+
+
+def die_once(path: str) -> int:
+    """Kill the worker process on the first call; succeed afterwards."""
+    if _bump(path) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return os.getpid()
+
+
+def nap(seconds: float) -> str:
+    time.sleep(seconds)
+    return "woke up"
+
+
+def first_fails(path: str) -> str:
+    """The first call (across processes) fails at once; the others take a while."""
+    try:
+        os.close(os.open(Path(path) / "first", os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        time.sleep(0.3)
+        return "done"
+    raise ValueError("the first task to start fails")
+
+
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+def remote_pid() -> int:
+    """A module-level task: it travels by name and the worker imports this module."""
+    return os.getpid()
+
+
+# --- the cluster ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """A LocalCluster of two single-threaded worker processes, and a client on it."""
+    # Give up on a call at the first worker death, so a killed worker surfaces
+    # as KilledWorker at once (flowkit's retries decide) instead of dask rerunning it.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken
+            silence_logs=logging.CRITICAL,
+        )
+    dask_client = distributed.Client(cluster, set_as_default=False)
+    try:
+        yield dask_client
+    finally:
+        dask_client.close()
+        cluster.close()
+
+
+@pytest.fixture
+def executor(client: Any) -> Iterator[Any]:
+    """The client's executor; afterwards the client must still work."""
+    yield client.get_executor()
+    assert client.submit(lambda: 1).result(timeout=30) == 1
+
+
+def bounded(run: Callable[[], RunResult], seconds: float = 60) -> RunResult:
+    """Call ``run`` in a thread; fail the test (rather than hang) if it takes too long."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = run()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the run did not finish within {seconds}s"
+    if "error" in box:
+        raise box["error"]
+    result: RunResult = box["result"]
+    return result
+
+
+def worker_pids(client: Any) -> set[int]:
+    return set(client.run(os.getpid).values())
+
+
+# --- tests -------------------------------------------------------------------------------
+
+
+def test_tasks_run_in_the_worker_processes(client: Any, executor: Any) -> None:
+    root = Task(functools.partial(const, 0.2), name="root")
+    fan = [Task(pid_after, name=f"pid_{n}") for n in range(8)]
+    root >> fan
+    run = bounded(lambda: DAG(fan).run(executor=executor))
+    pids = {run[t.name] for t in fan}
+    assert os.getpid() not in pids
+    assert pids <= worker_pids(client)
+    assert len(pids) >= 2, "the fan-out should use both worker processes"
+    assert run.states["pid_0"].history[-1].worker == f"pid {run['pid_0']}"
+
+
+def test_values_flow_and_module_level_tasks_travel_by_name(executor: Any) -> None:
+    two = Task(functools.partial(const, 2), name="two")
+    three = Task(functools.partial(const, 3), name="three")
+    summed = Task(add, name="summed")
+    [two, three] >> summed
+    run = bounded(lambda: DAG([summed, remote_pid]).run(executor=executor))
+    assert run["summed"] == 5
+    assert run["remote_pid"] != os.getpid()
+
+
+def test_a_failed_attempt_is_retried_on_the_cluster(executor: Any, tmp_path: Path) -> None:
+    # Dask keys a call by its inputs unless told otherwise: the retry must run
+    # again, not be answered with the first attempt's stored error.
+    retried = Task(flaky, retries=1)
+    Task(functools.partial(const, str(tmp_path)), name="where") >> retried
+    run = bounded(lambda: DAG([retried]).run(executor=executor))
+    assert run["flaky"] == "recovered"
+    assert run.states["flaky"].attempts == 2
+    first_error = run.states["flaky"].history[0].error
+    assert isinstance(first_error, ConnectionError)
+    assert any("Traceback in worker process" in note for note in first_error.__notes__)
+
+
+def test_a_killed_worker_fails_the_attempt_clearly_and_the_retry_runs(
+    client: Any, executor: Any, tmp_path: Path
+) -> None:
+    victim = Task(die_once, retries=1)
+    Task(functools.partial(const, str(tmp_path)), name="where") >> victim
+    run = bounded(lambda: DAG([victim]).run(executor=executor))
+    state = run.states["die_once"]
+    assert state.status is Status.SUCCESS
+    assert state.attempts == 2
+    first_error = state.history[0].error
+    assert isinstance(first_error, TaskExecutionError)
+    assert first_error.task_name == "die_once"
+    assert "Dask worker running task 'die_once' died" in str(first_error)
+    client.wait_for_workers(2, timeout=30)  # the nanny restarts the killed worker
+
+
+def test_a_killed_worker_without_retries_fails_the_run(
+    client: Any, executor: Any, tmp_path: Path
+) -> None:
+    victim = Task(die_once)
+    Task(functools.partial(const, str(tmp_path)), name="where") >> victim
+    with pytest.raises(TaskExecutionError) as caught:
+        bounded(lambda: DAG([victim]).run(executor=executor))
+    assert caught.value.task_name == "die_once"
+    assert "died" in str(caught.value)
+    client.wait_for_workers(2, timeout=30)
+
+
+def test_a_timeout_abandons_the_attempt(client: Any, executor: Any) -> None:
+    sleepy = Task(functools.partial(nap, 0.8), name="sleepy", timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(TaskExecutionError) as caught:
+        bounded(lambda: DAG([sleepy]).run(executor=executor))
+    assert time.monotonic() - started < 0.7
+    assert isinstance(caught.value.__cause__, TaskTimeoutError)
+    assert "Dask cannot stop a running call" in str(caught.value.__cause__)
+    # The worker thread runs on: wait for it, so later tests get both workers.
+    assert wait_for(lambda: not any(client.run(executing).values()))
+
+
+def executing(dask_worker: Any) -> int:
+    return int(dask_worker.state.executing_count)
+
+
+def test_fail_fast_cancels_the_rest(executor: Any, tmp_path: Path) -> None:
+    # Dask picks the order; whichever task starts first fails, the rest are in flight.
+    tasks = [Task(functools.partial(first_fails, str(tmp_path)), name=f"t{n}") for n in range(9)]
+    started = time.monotonic()
+    with pytest.raises(TaskExecutionError) as caught:
+        bounded(lambda: DAG(tasks).run(executor=executor))
+    assert time.monotonic() - started < 8 * 0.3 / 2  # did not wait for every task
+    run = caught.value.result
+    assert run is not None
+    statuses = {name: state.status for name, state in run.states.items()}
+    assert statuses[str(caught.value.task_name)] is Status.FAILED
+    assert list(statuses.values()).count(Status.FAILED) == 1
+    assert Status.CANCELLED in statuses.values()
+    assert set(statuses.values()) <= {Status.FAILED, Status.SUCCESS, Status.CANCELLED}
+
+
+def test_large_results_are_reported(executor: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flowkit.executors, "LARGE_RESULT_BYTES", 1_000)
+    bigs = [Task(functools.partial(numbers, 1_000), name=f"big_{n}") for n in range(2)]
+    log = logging.getLogger("flowkit.executors")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    log.addHandler(handler)
+    try:
+        run = bounded(lambda: DAG(bigs).run(executor=executor))
+    finally:
+        log.removeHandler(handler)
+    assert run["big_1"] == list(range(1_000))
+    assert len(records) == 1
+    assert "return the path" in records[0].getMessage()
+
+
+# --- executor="dask" -----------------------------------------------------------------
+
+
+def scheduler_clients(client: Any) -> int:
+    return int(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.clients)))
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_executor_dask_with_an_address_closes_only_its_client(client: Any) -> None:
+    before = scheduler_clients(client)
+    pid = Task(functools.partial(pid_after, 0), name="pid")
+    run = bounded(lambda: DAG([pid]).run(executor="dask", address=client.scheduler.address))
+    assert run["pid"] in worker_pids(client)
+    assert wait_for(lambda: scheduler_clients(client) == before)
+    assert client.submit(lambda: 1).result(timeout=30) == 1  # the cluster is untouched
+
+
+def test_executor_dask_reads_the_address_from_the_environment(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", client.scheduler.address)
+    pid = Task(functools.partial(pid_after, 0), name="pid")
+    run = bounded(lambda: DAG([pid]).run(executor="dask"))
+    assert run["pid"] in worker_pids(client)
+    assert run.states["pid"].history[-1].worker == f"pid {run['pid']}"
+
+
+def test_executor_dask_starts_and_stops_its_own_local_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    children = set(multiprocessing.active_children())
+    pid = Task(functools.partial(pid_after, 0), name="pid")
+    with dask.config.set({"scheduler-address": None}):
+        run = bounded(lambda: DAG([pid]).run(executor="dask", max_workers=1))
+    assert run["pid"] != os.getpid()
+    assert wait_for(lambda: set(multiprocessing.active_children()) <= children)
+
+
+SCRIPT = """
+import os
+from flowkit import DAG, task
+
+@task
+def first() -> int:
+    return os.getpid()
+
+@task(retries=1)
+def second(pid: int) -> str:
+    return f"{pid} {os.getpid()}"
+
+first >> second
+
+if __name__ == "__main__":
+    print(DAG().run(executor="dask")["second"])
+"""
+
+
+def test_tasks_of_a_script_travel_by_value(client: Any, tmp_path: Path) -> None:
+    # A script's tasks live in its __main__, which the workers cannot import.
+    script = tmp_path / "workflow.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "DASK_SCHEDULER_ADDRESS": client.scheduler.address}
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    pids = {int(pid) for pid in done.stdout.split()}
+    assert pids <= worker_pids(client)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error() -> None:
+    one = Task(functools.partial(const, 1), name="one")
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}),
+        pytest.raises(FlowkitError, match="cannot connect to the Dask scheduler at"),
+    ):
+        DAG([one]).run(executor="dask", address="tcp://127.0.0.1:9")
