@@ -135,20 +135,17 @@ def _bytecode_text(code: types.CodeType, doc: str | None) -> str:
     return "|".join(parts)
 
 
-_versions: weakref.WeakKeyDictionary[Task[..., Any], tuple[int, str]] = (
-    weakref.WeakKeyDictionary()
-)
-
 
 def task_version(task: Task[..., Any]) -> str:
     """What must not change for a recorded outcome to be restored: code and wiring."""
-    upstream = task.upstream
-    known = _versions.get(task)
-    if known is not None and known[0] == len(upstream):  # edges are only ever added
+    edges = len(task._upstream)
+    known: tuple[int, str] | None = getattr(task, "_flowkit_version", None)
+    if known is not None and known[0] == edges:  # edges are only ever added
         return known[1]
-    names = "\0".join(u.name for u in upstream)
+    names = "\0".join(u.name for u in task.upstream)
     version = hashlib.sha256(f"{code_hash(task.fn)}\0{names}".encode()).hexdigest()[:32]
-    _versions[task] = (len(upstream), version)
+    # Kept on the task itself: a dictionary lookup per recorded outcome adds up.
+    task._flowkit_version = (edges, version)  # type: ignore[attr-defined]
     return version
 
 

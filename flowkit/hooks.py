@@ -89,36 +89,33 @@ class HookDispatcher:
         self.on_dag_end = self._resolve(hooks, "on_dag_end")
 
     def _resolve(self, hooks: Sequence[object], event: str) -> list[Callable[..., None]]:
-        """The guarded bound methods for ``event``, in the order of ``hooks``."""
+        """The bound methods for ``event``, in the order of ``hooks``."""
         methods = (getattr(hook, event, None) for hook in hooks)
-        return [self._guarded(m, event) for m in methods if callable(m)]
+        return [m for m in methods if callable(m)]
 
-    def _guarded(self, method: Callable[..., Any], event: str) -> Callable[..., None]:
-        owner = getattr(method, "__self__", method)
-
-        def call(*args: Any) -> None:
+    def emit(self, methods: list[Callable[..., None]], *args: Any) -> None:
+        """Call each method with ``args``; a method that raises is reported, never fatal."""
+        for method in methods:
             try:
                 method(*args)
-            except Exception:
-                key = (id(owner), event)
-                if key not in self._reported:
-                    self._reported.add(key)
-                    logger.exception(
-                        "hook %r raised in %s; flowkit ignores the error and goes on "
-                        "(later errors of this hook in %s are not reported)",
-                        owner,
-                        event,
-                        event,
-                        extra=_fields(event, args),
-                    )
+            except Exception:  # a try block costs nothing until something raises
+                self._report(method, args)
 
-        return call
-
-    @staticmethod
-    def emit(methods: list[Callable[..., None]], *args: Any) -> None:
-        """Call each method with ``args``."""
-        for method in methods:
-            method(*args)
+    def _report(self, method: Callable[..., None], args: tuple[Any, ...]) -> None:
+        owner = getattr(method, "__self__", method)
+        event = getattr(method, "__name__", "hook")
+        key = (id(owner), event)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        logger.exception(
+            "hook %r raised in %s; flowkit ignores the error and goes on "
+            "(later errors of this hook in %s are not reported)",
+            owner,
+            event,
+            event,
+            extra=_fields(event, args),
+        )
 
 
 def _fields(method: str, args: tuple[Any, ...]) -> dict[str, Any]:

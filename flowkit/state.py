@@ -71,13 +71,16 @@ class CacheInfo(NamedTuple):
 class _RunBook:
     """What the state manager remembers about a run in progress."""
 
-    __slots__ = ("dag", "restored", "run_id", "started")
+    __slots__ = ("dag", "pending", "restored", "run_id", "started")
 
     def __init__(self, dag: str, run_id: str):
         self.dag = dag
         self.run_id = run_id
         self.restored: set[str] = set()
         self.started = False  # recorded in the store
+        # With an in-memory store, outcomes wait here as (state, status, stored,
+        # payload, key) until something reads them (see StateManager._flush).
+        self.pending: list[tuple[TaskState, Status, bool, Any, str | None]] = []
 
 
 class StateManager:
@@ -114,6 +117,11 @@ class StateManager:
         self._lock = threading.RLock()
         self._books: dict[str, _RunBook] = {}
         self._hits: dict[str, Any] = {}  # cache key -> stored payload, until reported
+        # An in-memory store loses everything in a crash anyway, so its outcomes
+        # are turned into records only when a resume or a listing reads them:
+        # most runs never pay for it. Finished runs wait here, by DAG name.
+        self._deferred = type(self._store) is MemoryStore
+        self._unflushed: dict[str, _RunBook] = {}
 
     @property
     def store(self) -> Store:
@@ -163,6 +171,10 @@ class StateManager:
         carried: list[Outcome] = []
         params = self._params_record(run)
         with self._lock:
+            if resume:
+                self._flush(run.dag_name)
+            else:
+                self._unflushed.pop(run.dag_name, None)  # superseded before anyone read it
             if resume:
                 latest = self._store.latest_run(run.dag_name)
                 if latest is not None:
@@ -381,6 +393,8 @@ class StateManager:
             if not self._books:
                 self._hits.clear()
             if book is not None and book.started:
+                if book.pending:
+                    self._unflushed[book.dag] = book
                 self._store.end_run(book.dag, book.run_id)
             elif not self._books:
                 self._store.close()  # the run never started: e.g. an unreadable file
@@ -413,6 +427,9 @@ class StateManager:
         entry: CacheEntry | None,
         key: str | None,
     ) -> None:
+        if self._deferred and entry is None:
+            book.pending.append((state, status, stored, payload, key))
+            return
         outcome = Outcome(
             book.dag, book.run_id, state.name, status.value, task_version(state.task),
             stored, payload if stored else None, self.clock(), key if stored else None,
@@ -423,6 +440,20 @@ class StateManager:
             except (TypeError, ValueError) as exc:  # a serializer's output JSON cannot hold
                 self._warn_unstorable(state, exc)
                 self._store.record(outcome._replace(has_value=False, value=None, key=None))
+
+    def _flush(self, dag: str) -> None:
+        """Turn the deferred outcomes of ``dag``'s last finished run into records."""
+        book = self._unflushed.pop(dag, None)
+        if book is None:
+            return
+        now = self.clock()
+        for state, status, stored, payload, key in book.pending:
+            self._store.record(
+                Outcome(
+                    book.dag, book.run_id, state.name, status.value, task_version(state.task),
+                    stored, payload if stored else None, now, key if stored else None,
+                )
+            )
 
     # --- looking and cleaning ----------------------------------------------------------
 
@@ -446,6 +477,7 @@ class StateManager:
         Tasks restored or carried over from earlier runs are included.
         """
         with self._lock:
+            self._flush(dag_name)
             latest = self._store.latest_run(dag_name)
             self._release()
         if latest is None:
@@ -465,6 +497,8 @@ class StateManager:
             how many cache entries were dropped.
         """
         with self._lock:
+            for dag in list(self._unflushed):
+                self._flush(dag)
             dropped = self._store.invalidate(name)
             self._release()
         return dropped
@@ -473,6 +507,7 @@ class StateManager:
         """Forget everything: cache entries and recorded runs."""
         with self._lock:
             self._hits.clear()
+            self._unflushed.clear()
             self._store.clear()
             self._release()
 
