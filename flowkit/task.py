@@ -159,7 +159,19 @@ class Signature:
     @classmethod
     def _of_function(cls, fn: types.FunctionType) -> Signature:
         # Read the code object directly: inspect.signature costs several
-        # microseconds per task, which adds up over 100,000 tasks.
+        # microseconds per task, which adds up over 100,000 tasks. Generated
+        # DAGs make many tasks of one function: they share one Signature, keyed
+        # by everything it depends on (the code, and which parameters have defaults).
+        key = (fn.__code__, len(fn.__defaults__ or ()), frozenset(fn.__kwdefaults__ or ()))
+        known = _SIGNATURES.get(key)
+        if known is None:
+            if len(_SIGNATURES) >= 4096:  # bound it: code can be generated without end
+                _SIGNATURES.clear()
+            known = _SIGNATURES[key] = cls._read_function(fn)
+        return known
+
+    @classmethod
+    def _read_function(cls, fn: types.FunctionType) -> Signature:
         code = fn.__code__
         n_positional = code.co_argcount
         n_keyword_only = code.co_kwonlyargcount
@@ -206,6 +218,9 @@ class Signature:
             if k >= inputs
         )
         return positional + tuple((n, n in self.required_keywords) for n in self.keyword_only)
+
+
+_SIGNATURES: dict[tuple[types.CodeType, int, frozenset[str]], Signature] = {}
 
 
 class Task(Generic[P, R]):
