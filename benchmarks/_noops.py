@@ -20,3 +20,13 @@ def step(value: int) -> int:
 def gather(*values: int) -> int:
     """A task with any number of inputs: the join of a fan-out, a node of the random DAG."""
     return len(values)
+
+
+def items(count: int) -> list[int]:
+    """The list a mapped task runs over: ``count`` zeros."""
+    return [0] * count
+
+
+def total(values: list[int]) -> int:
+    """The join after a mapped task: takes the whole list of item results."""
+    return len(values)

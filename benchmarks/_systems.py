@@ -10,6 +10,7 @@ result of the run is checked afterwards, outside the timed region.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 from collections.abc import Callable
 from concurrent.futures import (
@@ -24,9 +25,18 @@ from graphlib import TopologicalSorter
 from typing import Any
 
 import flowkit
+from benchmarks import _noops
 from benchmarks._shapes import Spec
 
-__all__ = ["BASELINES", "DASK_COMPUTE", "SYSTEMS", "System", "flowkit_system"]
+__all__ = [
+    "BASELINES",
+    "DASK_COMPUTE",
+    "SYSTEMS",
+    "System",
+    "build_flowkit",
+    "build_flowkit_map",
+    "flowkit_system",
+]
 
 Runner = Callable[[], Any]
 
@@ -144,6 +154,30 @@ def build_flowkit(
             tasks.append(task)
         manager = state() if state is not None else None
         dag = flowkit.DAG(tasks, name=f"overhead-{spec.shape}", state=manager)
+
+        def run() -> flowkit.RunResult:
+            return dag.run(executor=executor, max_workers=max_workers)
+
+        return run
+
+    return build
+
+
+def build_flowkit_map(executor: str, max_workers: int | None = None) -> Callable[[Spec], Runner]:
+    """The fan-out of ``spec`` written as a mapped task: ``items >> step.map() >> total``.
+
+    Same work as the static fan-out (one root, N calls of ``step``, one join),
+    but the N calls are expanded at run time.
+    """
+
+    def build(spec: Spec) -> Runner:
+        registry = flowkit.Registry()
+        count = spec.tasks - 2
+        root = flowkit.Task(functools.partial(_noops.items, count), name="t0", registry=registry)
+        mapped = flowkit.Task(_noops.step, name="step", registry=registry).map()
+        join = flowkit.Task(_noops.total, name=spec.names[-1], registry=registry)
+        root >> mapped >> join
+        dag = flowkit.DAG([join], name="overhead-map")
 
         def run() -> flowkit.RunResult:
             return dag.run(executor=executor, max_workers=max_workers)

@@ -57,6 +57,7 @@ from benchmarks._systems import (
     THREADS,
     System,
     build_flowkit,
+    build_flowkit_map,
     flowkit_system,
 )
 
@@ -412,6 +413,7 @@ class Extras:
     memory: dict[tuple[str, str, int], float | str] = dataclasses.field(default_factory=dict)
     logging: dict[str, Cell] | str | None = None
     state: dict[str, Cell] | str | None = None
+    map: dict[str, Cell] | str | None = None
 
 
 def memory_pass(
@@ -592,6 +594,22 @@ def state_table(args: argparse.Namespace, specs: Specs, extras: Extras) -> str:
         text, extras.state = variants_table("state", variants, spec, args)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    return text
+
+
+def map_table(args: argparse.Namespace, specs: Specs, extras: Extras) -> str:
+    """A map over 10,000 items against the same fan-out declared statically."""
+    spec = specs("fanout", EXTRA_SIZE)
+    variants = [
+        Variant(label, flowkit_system(label, label, build))
+        for label, build in (
+            ("static fan-out, sync", build_flowkit("sync")),
+            ("step.map() over a list, sync", build_flowkit_map("sync")),
+            ("static fan-out, thread", build_flowkit("thread", THREADS)),
+            ("step.map() over a list, thread", build_flowkit_map("thread", THREADS)),
+        )
+    ]
+    text, extras.map = variants_table("map", variants, spec, args)
     return text
 
 
@@ -952,7 +970,7 @@ def parse_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
     return parse
 
 
-EXTRAS = ("memory", "logging", "state", "scaling")
+EXTRAS = ("memory", "logging", "state", "map", "scaling")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -1177,6 +1195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"## state: flowkit sync, fan-out {EXTRA_SIZE:,}",
                 "",
                 state_table(args, specs, extras),
+                "",
+            ]
+        if "map" in args.extras:
+            sections += [
+                f"## map: {EXTRA_SIZE:,} items mapped at run time vs the static fan-out",
+                "",
+                map_table(args, specs, extras),
                 "",
             ]
         if "scaling" in args.extras:
