@@ -307,17 +307,8 @@ class Task(Generic[P, R]):
         """Tasks that depend on this one, in declaration order."""
         return tuple(self._downstream)
 
-    def _depend_on(self, other: object) -> None:
-        if not isinstance(other, Task):
-            raise TaskDefinitionError(
-                f"cannot wire {other!r} to task {self.name!r}: only tasks (or lists of tasks) "
-                "can be wired with >> and <<",
-                task_name=self.name,
-            )
-        if other is self:
-            raise TaskDefinitionError(
-                f"task {self.name!r} cannot depend on itself", task_name=self.name
-            )
+    def _depend_on(self, other: Task[..., Any]) -> None:
+        # Callers check the edge first (see _as_tasks), so a bad list wires nothing.
         if other not in self._upstream:
             self._upstream[other] = None
             other._downstream[self] = None
@@ -420,26 +411,31 @@ class MapTask(Task[..., list[R]]):
 
 
 def _as_tasks(other: object, this: Task[..., Any]) -> Sequence[Task[..., Any]]:
-    if isinstance(other, Task):
-        return (other,)
+    """The tasks on the other side of ``this >>`` / ``<<``, each checked before any is wired."""
     if isinstance(other, list | tuple):
-        # Check every item before wiring any, so a bad list leaves no edge behind.
         for item in other:
-            if not isinstance(item, Task):
-                raise TaskDefinitionError(
-                    f"cannot wire task {this.name!r} to {item!r} in {other!r}: "
-                    "only tasks (or lists of tasks) can be wired with >> and <<",
-                    task_name=this.name,
-                )
-            if item is this:
-                raise TaskDefinitionError(
-                    f"task {this.name!r} cannot depend on itself", task_name=this.name
-                )
+            _check_edge(this, item)
         return other
+    if isinstance(other, Task):
+        _check_edge(this, other)
+        return (other,)
     raise TaskDefinitionError(
         f"cannot wire task {this.name!r} to {other!r}: use a task or a list of tasks",
         task_name=this.name,
     )
+
+
+def _check_edge(this: Task[..., Any], other: object) -> None:
+    if not isinstance(other, Task):
+        raise TaskDefinitionError(
+            f"cannot wire task {this.name!r} to {other!r}: only tasks (or lists of tasks) "
+            "can be wired with >> and <<",
+            task_name=this.name,
+        )
+    if other is this:
+        raise TaskDefinitionError(
+            f"task {this.name!r} cannot depend on itself", task_name=this.name
+        )
 
 
 class Registry:

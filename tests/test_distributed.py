@@ -27,6 +27,7 @@ distributed = pytest.importorskip(
     "(or poetry install --with dist)",
 )
 import dask  # noqa: E402  (installed with distributed)
+from file_counter import bump, flaky  # noqa: E402
 
 import flowkit.executors  # noqa: E402
 from flowkit import (  # noqa: E402
@@ -59,22 +60,9 @@ def add(*values: int) -> int:
     return sum(values)
 
 
-def _bump(path: str) -> int:
-    counter = Path(path) / "calls"
-    calls = int(counter.read_text()) + 1 if counter.exists() else 1
-    counter.write_text(str(calls))
-    return calls
-
-
-def flaky(path: str) -> str:
-    if _bump(path) == 1:
-        raise ConnectionError("first attempt fails")
-    return "recovered"
-
-
 def die_once(path: str) -> int:
     """Kill the worker process on the first call; succeed afterwards."""
-    if _bump(path) == 1:
+    if bump(path) == 1:
         os.kill(os.getpid(), signal.SIGKILL)
     return os.getpid()
 

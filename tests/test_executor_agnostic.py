@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from file_counter import bump, flaky
 
 import flowkit.executors
 from flowkit import (
@@ -50,22 +51,8 @@ def total(*values: int) -> int:
     return sum(values)
 
 
-def _bump(path: str) -> int:
-    """Count calls in a file, so calls made in other processes are counted too."""
-    counter = Path(path) / "calls"
-    calls = int(counter.read_text()) + 1 if counter.exists() else 1
-    counter.write_text(str(calls))
-    return calls
-
-
-def flaky(path: str) -> str:
-    if _bump(path) == 1:
-        raise ConnectionError("first attempt fails")
-    return "recovered"
-
-
 def counted(path: str) -> str:
-    return f"call {_bump(path)}"
+    return f"call {bump(path)}"
 
 
 def nap(seconds: float) -> str:
