@@ -75,6 +75,7 @@ class Graph:
 
     __slots__ = (
         "_run_parameters",
+        "_upstream_names",
         "down",
         "has_async",
         "has_map",
@@ -82,7 +83,6 @@ class Graph:
         "names",
         "tasks",
         "up",
-        "upstream_names",
     )
 
     def __init__(self, tasks: Sequence[Task[..., Any]]):
@@ -97,17 +97,26 @@ class Graph:
         for i, ups in enumerate(self.up):
             for u in ups:
                 down[u].append(i)
-        self.down: list[tuple[int, ...]] = [tuple(d) for d in down]
+        # Kept as lists, not copied into tuples: one object less per task.
+        self.down: list[Sequence[int]] = list(down)
         self.has_async = any(t.is_async for t in self.tasks)
         self.has_map = any(t.is_map for t in self.tasks)
         self._run_parameters: list[tuple[int, tuple[tuple[str, bool], ...]]] | None = None
-        self.upstream_names: dict[str, tuple[str, ...]] = {
-            name: tuple([self.names[u] for u in ups])
-            for name, ups in zip(self.names, self.up, strict=True)
-        }
+        self._upstream_names: dict[str, tuple[str, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+    @property
+    def upstream_names(self) -> dict[str, tuple[str, ...]]:
+        """Each task's upstream task names, in declaration order (made on first use)."""
+        if self._upstream_names is None:
+            names = self.names
+            self._upstream_names = {
+                name: tuple([names[u] for u in ups])
+                for name, ups in zip(names, self.up, strict=True)
+            }
+        return self._upstream_names
 
     def check_signatures(self) -> None:
         """Every task's function must accept as many inputs as it has upstream tasks.
@@ -135,11 +144,15 @@ class Graph:
     def run_parameters(self) -> list[tuple[int, tuple[tuple[str, bool], ...]]]:
         """``(task index, ((name, required), ...))`` for each task that takes run parameters."""
         if self._run_parameters is None:
-            self._run_parameters = [
-                (i, slots)
-                for i, (task, ups) in enumerate(zip(self.tasks, self.up, strict=True))
-                if (slots := task.signature.run_parameters(len(ups)))
-            ]
+            found = []
+            for i, (task, ups) in enumerate(zip(self.tasks, self.up, strict=True)):
+                signature = task.signature
+                if len(signature.positional) <= len(ups) and not signature.keyword_only:
+                    continue  # every named parameter is fed: the common case, decided fast
+                slots = signature.run_parameters(len(ups))
+                if slots:
+                    found.append((i, slots))
+            self._run_parameters = found
         return self._run_parameters
 
     def bind_params(self, params: Mapping[str, Any]) -> dict[int, dict[str, Any]]:

@@ -103,12 +103,12 @@ class TaskState:
     """
 
     __slots__ = (
+        "_history",
         "attempts",
         "cache_key",
         "cause",
         "duration",
         "error",
-        "history",
         "inputs",
         "name",
         "reason",
@@ -126,10 +126,30 @@ class TaskState:
         self.duration = 0.0
         self.cause: str | None = None
         self.reason: str | None = None
-        self.history: list[Attempt] = []
+        # One attempt is the common case: keep it alone, a list only for retries
+        # (a list per task is a lot of objects for the garbage collector to visit).
+        self._history: Attempt | list[Attempt] | None = None
         self.value: Any = None
         self.inputs: tuple[Any, ...] = ()
         self.cache_key: str | None = None
+
+    @property
+    def history(self) -> list[Attempt]:
+        """One :class:`Attempt` per attempt, in order (a new list on each access)."""
+        if self._history is None:
+            return []
+        if isinstance(self._history, Attempt):
+            return [self._history]
+        return list(self._history)
+
+    def add_attempt(self, attempt: Attempt) -> None:
+        """Record an ended attempt."""
+        if self._history is None:
+            self._history = attempt
+        elif isinstance(self._history, Attempt):
+            self._history = [self._history, attempt]
+        else:
+            self._history.append(attempt)
 
     @property
     def started_at(self) -> float | None:

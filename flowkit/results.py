@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from flowkit import render, report
@@ -37,7 +37,7 @@ class RunResult(Mapping[str, Any]):
         dag_name: str,
         started_at: float,
         duration: float,
-        graph: Mapping[str, tuple[str, ...]],
+        graph: Mapping[str, tuple[str, ...]] | Callable[[], Mapping[str, tuple[str, ...]]],
         interrupted: bool = False,
     ):
         self.states = states
@@ -45,7 +45,7 @@ class RunResult(Mapping[str, Any]):
         self.dag_name = dag_name
         self.started_at = started_at
         self.duration = duration
-        self.graph = graph
+        self._graph = graph
         self.interrupted = interrupted
         self._values = {
             name: state.value for name, state in states.items() if state.status.produced_value
@@ -68,6 +68,13 @@ class RunResult(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._values)
+
+    @property
+    def graph(self) -> Mapping[str, tuple[str, ...]]:
+        """Each task's upstream task names, in declaration order."""
+        if callable(self._graph):  # made on first use: most runs never draw their graph
+            self._graph = self._graph()
+        return self._graph
 
     @property
     def ok(self) -> bool:

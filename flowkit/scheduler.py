@@ -18,7 +18,7 @@ import itertools
 import queue
 import random as _random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from flowkit.aio import AsyncRunner
@@ -101,7 +101,7 @@ class Scheduler:
         self.first_failure: int | None = None
         self.restored: Mapping[str, tuple[Status, Any]] = {}
         # Mapped tasks add item nodes at run time: give them their own edge list.
-        self.down: list[tuple[int, ...]] = list(graph.down) if graph.has_map else graph.down
+        self.down: list[Sequence[int]] = list(graph.down) if graph.has_map else graph.down
         self.expanded: dict[int, range] = {}  # map node -> indices of its items
 
     # --- the loop --------------------------------------------------------
@@ -372,7 +372,7 @@ class Scheduler:
             return  # a late outcome of an attempt given up on (timeout, cancel)
         self.ctx.running -= 1
         ok, value, started, finished, worker = outcome
-        state.history.append(Attempt(attempt, started, finished, worker, None if ok else value))
+        state.add_attempt(Attempt(attempt, started, finished, worker, None if ok else value))
         state.duration += finished - started
         if ok:
             state.status = _SUCCESS
@@ -391,7 +391,7 @@ class Scheduler:
         error.attempts = attempt
         now = time.time()
         started = now - (task.options.timeout or 0.0)
-        state.history.append(Attempt(attempt, started, now, "abandoned", error))
+        state.add_attempt(Attempt(attempt, started, now, "abandoned", error))
         state.duration += now - started
         self._attempt_failed(i, error)
 
@@ -541,7 +541,7 @@ class Scheduler:
             dag_name=self.ctx.dag_name,
             started_at=self.ctx.started_at,
             duration=self.ctx.elapsed,
-            graph=self.graph.upstream_names,
+            graph=lambda: self.graph.upstream_names,
             interrupted=interrupted,
         )
 

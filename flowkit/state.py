@@ -78,9 +78,9 @@ class _RunBook:
         self.run_id = run_id
         self.restored: set[str] = set()
         self.started = False  # recorded in the store
-        # With an in-memory store, outcomes wait here as (state, status, stored,
-        # payload, key) until something reads them (see StateManager._flush).
-        self.pending: list[tuple[TaskState, Status, bool, Any, str | None]] = []
+        # With an in-memory store, finished tasks wait here until something
+        # reads their outcomes (see StateManager._flush).
+        self.pending: list[TaskState] = []
 
 
 class StateManager:
@@ -428,7 +428,7 @@ class StateManager:
         key: str | None,
     ) -> None:
         if self._deferred and entry is None:
-            book.pending.append((state, status, stored, payload, key))
+            book.pending.append(state)  # its status, value and key are final now
             return
         outcome = Outcome(
             book.dag, book.run_id, state.name, status.value, task_version(state.task),
@@ -447,11 +447,13 @@ class StateManager:
         if book is None:
             return
         now = self.clock()
-        for state, status, stored, payload, key in book.pending:
+        for state in book.pending:
+            stored = state.status.produced_value  # the memory store keeps the objects
             self._store.record(
                 Outcome(
-                    book.dag, book.run_id, state.name, status.value, task_version(state.task),
-                    stored, payload if stored else None, now, key if stored else None,
+                    book.dag, book.run_id, state.name, state.status.value,
+                    task_version(state.task), stored, state.value if stored else None, now,
+                    state.cache_key if stored else None,
                 )
             )
 

@@ -284,7 +284,9 @@ class Task(Generic[P, R]):
             else inspect.iscoroutinefunction(fn)
         )
         self._upstream: dict[Task[..., Any], None] = {}  # ordered set: declaration order
-        self._downstream: dict[Task[..., Any], None] = {}
+        # No duplicates by construction (an edge is added once, when it is new to
+        # _upstream), so a list does: smaller than a dict, for 100,000 tasks.
+        self._downstream: list[Task[..., Any]] = []
         # What functools.update_wrapper would copy, without its per-call cost.
         self.__module__ = getattr(fn, "__module__", None) or __name__
         self.__qualname__ = getattr(fn, "__qualname__", name)
@@ -311,7 +313,7 @@ class Task(Generic[P, R]):
         # Callers check the edge first (see _as_tasks), so a bad list wires nothing.
         if other not in self._upstream:
             self._upstream[other] = None
-            other._downstream[self] = None
+            other._downstream.append(self)
 
     # --- wiring ---------------------------------------------------------
     # ``a >> b`` returns ``b`` so chains read left to right; lists fan out/in.
