@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import functools
 import queue
 import threading
@@ -36,7 +37,11 @@ class AsyncRunner:
     """
 
     name = "asyncio"
-    self_timing = True  # timeouts are enforced in the loop, where they cancel for real
+    # Timeouts are enforced in the loop, where they cancel for real; the
+    # scheduler's deadline is only a backstop for a coroutine that blocks the loop.
+    self_timing = False
+    deadline_grace = 0.1
+    timeout_note = "the coroutine was cancelled"
 
     def __init__(
         self,
@@ -58,7 +63,8 @@ class AsyncRunner:
         self._limit = max_concurrency
         self._semaphore: asyncio.Semaphore | None = None
         self._futures: dict[cf.Future[Outcome], Any] = {}
-        self._started: set[Any] = set()
+        self._started: dict[Any, float] = {}  # token -> time.monotonic() its coroutine began
+        self._dropped: set[Any] = set()  # tokens whose coroutine flowkit cancelled itself
 
     def submit(
         self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
@@ -84,7 +90,7 @@ class AsyncRunner:
         self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
         ctx: TaskContext,
     ) -> Outcome:
-        self._started.add(token)
+        self._started[token] = time.monotonic()
         current_task.set(ctx)  # each asyncio task runs in its own copy of the context
         timeout = task.options.timeout
         started = time.time()
@@ -93,18 +99,30 @@ class AsyncRunner:
                 value = await task.fn(*args, **kwargs)
             else:
                 value = await asyncio.wait_for(task.fn(*args, **kwargs), timeout)
-        except TimeoutError:
-            if timeout is None:
-                raise
-            error = timeout_error(task, timeout, "the coroutine was cancelled")
+        except TimeoutError as exc:
+            error: BaseException = exc
+            if timeout is not None:
+                error = timeout_error(task, timeout, self.timeout_note)
             return (False, error, started, time.time(), self.name)
+        except asyncio.CancelledError as exc:
+            if token in self._dropped:
+                raise  # flowkit cancelled it: nobody waits for an outcome
+            # The task's own code raised it (a cancelled future it awaited):
+            # a failure like any other, not a silent end.
+            return (False, exc, started, time.time(), self.name)
         except Exception as exc:
             return (False, exc, started, time.time(), self.name)
         return (True, value, started, time.time(), self.name)
 
     def _settle(self, token: Any, future: cf.Future[Outcome]) -> None:
         self._futures.pop(future, None)
+        self._started.pop(token, None)
         if future.cancelled():
+            if token in self._dropped:
+                self._dropped.discard(token)
+                return
+            now = time.time()  # cancelled behind flowkit's back: still an outcome
+            self.done.put((token, (False, asyncio.CancelledError(), now, now, self.name)))
             return
         error = future.exception()
         if error is None:
@@ -113,24 +131,51 @@ class AsyncRunner:
             now = time.time()
             self.done.put((token, (False, error, now, now, self.name)))
 
+    def started_at(self, token: Any) -> float | None:
+        return self._started.get(token)
+
     def abandon(self, token: Any) -> None:
-        """Timeouts are handled in the loop; nothing to free here."""
+        """A coroutine blocked its loop past its timeout: cancel it once the loop wakes."""
+        for future, owner in list(self._futures.items()):
+            if owner == token:
+                self._dropped.add(token)
+                self.loop.call_soon_threadsafe(future.cancel)
+                return
 
     def cancel_pending(self) -> list[Any]:
         """Cancel coroutines still waiting for a concurrency slot."""
         cancelled = []
         for future, token in list(self._futures.items()):
-            if token not in self._started and future.cancel():
+            if token in self._started:
+                continue
+            self._dropped.add(token)
+            if future.cancel():
                 cancelled.append(token)
+            else:
+                self._dropped.discard(token)
         return cancelled
 
     def close(self, *, cancel: bool = False) -> None:
         """Stop the private loop (cancelling what still runs); leave a caller's loop alone."""
         if cancel:
-            for future in list(self._futures):
+            for future, token in list(self._futures.items()):
+                self._dropped.add(token)
                 future.cancel()
         if self.owned and self._thread is not None:
+            # Let cancelled coroutines unwind (their finally blocks may await)
+            # before the loop stops.
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(_cancel_all(), self.loop).result(timeout=2)
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=5)
             if not self.loop.is_running():
                 self.loop.close()
+
+
+async def _cancel_all() -> None:
+    """Cancel every other task of this (private) loop and wait a moment for them."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for pending in others:
+        pending.cancel()
+    if others:
+        await asyncio.wait(others, timeout=1)

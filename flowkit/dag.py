@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import contextvars
 import functools
 import queue
 import random
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -27,7 +29,7 @@ from flowkit.graph import Graph, upstream_closure
 from flowkit.hooks import HookDispatcher
 from flowkit.logging import LoggingHook
 from flowkit.results import RunResult
-from flowkit.scheduler import Scheduler, StateProtocol
+from flowkit.scheduler import CANCEL, Scheduler, StateProtocol
 from flowkit.state import StateManager
 from flowkit.task import Registry, Task, registry
 
@@ -197,9 +199,12 @@ class DAG:
         keyword_inputs = graph.bind_params(params)
         manager = state if state is not None else self.state
         done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        caller = _async_caller.get()
+        if caller is not None:
+            caller.attach(done)
         backend = make_backend(executor, max_workers, done, address=address)
         aio = (
-            AsyncRunner(done, loop=_caller_loop.get(), max_concurrency=max_concurrency)
+            AsyncRunner(done, loop=caller.loop if caller else None, max_concurrency=max_concurrency)
             if graph.has_async
             else None
         )
@@ -228,11 +233,21 @@ class DAG:
         Takes the same options as :meth:`run`. The scheduler and synchronous
         tasks run in threads, so the loop stays free while the DAG runs.
         """
-        token = _caller_loop.set(asyncio.get_running_loop())
-        try:  # to_thread copies this context, so run() sees the caller's loop
-            return await asyncio.to_thread(functools.partial(self.run, **options))
+        caller = _AsyncCaller(asyncio.get_running_loop())
+        token = _async_caller.set(caller)
+        try:  # the task copies this context, so run() in its thread sees the caller
+            work = asyncio.ensure_future(asyncio.to_thread(functools.partial(self.run, **options)))
         finally:
-            _caller_loop.reset(token)
+            _async_caller.reset(token)
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            # Stop the run as Ctrl-C would (queued work cancelled, running tasks
+            # abandoned, states recorded), wait for it to settle, then give up.
+            caller.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            raise
 
     # --- pictures -----------------------------------------------------------------
 
@@ -247,9 +262,31 @@ class DAG:
         return render.to_dot(self._graph.upstream_names, statuses, name=self.name)
 
 
-# The event loop of ``arun``'s caller, seen by ``run`` in the thread arun starts.
-_caller_loop: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
-    "flowkit_caller_loop", default=None
+class _AsyncCaller:
+    """What ``arun`` shares with the ``run`` it starts in a thread: its event loop,
+    and a way to stop that run when the awaiting coroutine is cancelled."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._done: queue.SimpleQueue[Completion] | None = None
+        self._cancelled = False
+
+    def attach(self, done: queue.SimpleQueue[Completion]) -> None:
+        with self._lock:
+            self._done = done
+            if self._cancelled:
+                done.put(CANCEL)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            if self._done is not None:
+                self._done.put(CANCEL)
+
+
+_async_caller: contextvars.ContextVar[_AsyncCaller | None] = contextvars.ContextVar(
+    "flowkit_async_caller", default=None
 )
 
 

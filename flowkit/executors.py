@@ -67,6 +67,7 @@ class Backend:
     remote = False
     inline_ok = True
     self_timing = True  # enforces timeouts itself (the scheduler sets no deadline)
+    deadline_grace = 0.0  # added to a timeout before the scheduler gives up on an attempt
     timeout_note = _THREAD_NOTE
 
     def __init__(self, done: queue.SimpleQueue[Completion]):
@@ -93,6 +94,11 @@ class Backend:
         else:
             self.done.put((token, _call_with_timeout(task, args, kwargs, ctx, timeout)))
         return True
+
+    def started_at(self, token: Any) -> float | None:
+        """When (``time.monotonic()``) the attempt began to run, as far as the backend
+        knows; ``None`` while it still waits for a worker (its timeout has not begun)."""
+        return None
 
     def abandon(self, token: Any) -> None:
         """The scheduler gave up on this attempt (a timeout): free its capacity if possible."""
@@ -151,9 +157,11 @@ class ThreadBackend(Backend):
         super().__init__(done)
         self.max_workers = max_workers
         self._work: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._retire = 0  # workers to let go after their current call (replaced after a timeout)
-        self._lock = threading.Lock()
+        self._serving = 0  # threads taking work; one stuck in an abandoned call does not count
+        self._spawned = 0
+        self._lock = threading.Lock()  # guards the two below, for calls with a timeout only
+        self._started: dict[Any, float] = {}  # token -> time.monotonic() its call began
+        self._abandoned: set[Any] = set()  # timed-out calls whose thread was replaced
 
     def submit(
         self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
@@ -162,16 +170,16 @@ class ThreadBackend(Backend):
         if inline:
             self.done.put((token, invoke(task.fn, args, kwargs, ctx)))
             return
-        if len(self._threads) < self.max_workers:
+        if self._serving < self.max_workers:
             self._start_worker()
-        self._work.put((token, task.fn, args, kwargs, ctx))
+        self._work.put((token, task.fn, args, kwargs, ctx, task.options.timeout is not None))
 
     def _start_worker(self) -> None:
-        worker = threading.Thread(
-            target=self._serve, name=f"flowkit-worker-{len(self._threads)}", daemon=True
-        )
-        self._threads.append(worker)
-        worker.start()
+        self._serving += 1
+        self._spawned += 1
+        threading.Thread(
+            target=self._serve, name=f"flowkit-worker-{self._spawned - 1}", daemon=True
+        ).start()
 
     def _serve(self) -> None:
         get, put = self._work.get, self.done.put
@@ -179,19 +187,31 @@ class ThreadBackend(Backend):
             item = get()
             if item is None:
                 return
-            token, fn, args, kwargs, ctx = item
-            put((token, invoke(fn, args, kwargs, ctx)))
-            if self._retire:
+            token, fn, args, kwargs, ctx, timed = item
+            if timed:
                 with self._lock:
-                    if self._retire:
-                        self._retire -= 1
+                    self._started[token] = time.monotonic()
+            put((token, invoke(fn, args, kwargs, ctx)))  # invoke never raises here
+            if timed:
+                with self._lock:
+                    del self._started[token]
+                    if token in self._abandoned:  # replaced while stuck: leave
+                        self._abandoned.discard(token)
                         return
 
-    def abandon(self, token: Any) -> None:
-        # The timed-out call keeps its thread busy; add a worker so the run keeps
-        # its parallelism, and let one go as soon as any call finishes.
+    def started_at(self, token: Any) -> float | None:
         with self._lock:
-            self._retire += 1
+            return self._started.get(token)
+
+    def abandon(self, token: Any) -> None:
+        # The timed-out call keeps its thread busy: that thread leaves once the
+        # call returns, and a new one takes its place now, so the run keeps its
+        # parallelism.
+        with self._lock:
+            if token not in self._started:
+                return  # it ended just now: its outcome is on the way, nothing is stuck
+            self._abandoned.add(token)
+        self._serving -= 1
         self._start_worker()
 
     def cancel_pending(self) -> list[Any]:
@@ -205,7 +225,7 @@ class ThreadBackend(Backend):
                 cancelled.append(item[0])
 
     def close(self, *, cancel: bool = False) -> None:
-        for _ in self._threads:
+        for _ in range(self._serving):
             self._work.put(None)
 
 
@@ -253,6 +273,7 @@ class FutureBackend(Backend):
         self._futures: dict[cf.Future[Outcome], Any] = {}
         self._dropped: set[cf.Future[Outcome]] = set()  # futures flowkit cancelled itself
         self._callables: dict[Task[..., Any], Callable[..., Any]] = {}
+        self._timed: dict[Any, tuple[cf.Future[Outcome], float]] = {}  # calls with a timeout
         self._size_lock = threading.Lock()
         self._size_reported = False
 
@@ -262,7 +283,11 @@ class FutureBackend(Backend):
     ) -> None:
         fn = self._callables.get(task)
         if fn is None:
-            fn = self._callables[task] = self._sendable(task)
+            try:
+                fn = self._callables[task] = self._sendable(task)
+            except FlowkitError as exc:  # cannot be sent: fail the attempt, say why
+                self._report(token, task.name, exc)
+                return
         try:
             if self._dask:
                 # A fresh key per attempt, named after the task for Dask's dashboard.
@@ -290,6 +315,8 @@ class FutureBackend(Backend):
             self._report(token, task.name, exc)
             return
         self._futures[future] = token
+        if task.options.timeout is not None:
+            self._timed[token] = (future, time.monotonic())
         future.add_done_callback(functools.partial(self._settle, token, task.name))
 
     def _sendable(self, task: Task[..., Any]) -> Callable[..., Any]:
@@ -304,6 +331,7 @@ class FutureBackend(Backend):
         # Runs in whatever thread completes the future (a Dask client's event
         # loop, a pool's manager thread): only translate and enqueue.
         self._futures.pop(future, None)
+        self._timed.pop(token, None)
         if future.cancelled():
             if future in self._dropped:
                 self._dropped.discard(future)
@@ -352,6 +380,17 @@ class FutureBackend(Backend):
             task_name, size / 2**20, self.name, LARGE_RESULT_BYTES,
         )
 
+    def started_at(self, token: Any) -> float | None:
+        # A future says whether it runs, not since when: count from submission
+        # once it does (a pool marks at most one queued call as running early).
+        timed = self._timed.get(token)
+        if timed is None:
+            return None
+        future, submitted = timed
+        if not isinstance(self.executor, cf.ThreadPoolExecutor | cf.ProcessPoolExecutor):
+            return submitted  # other futures (Dask's) may never say they run
+        return submitted if future.running() or future.done() else None
+
     def abandon(self, token: Any) -> None:
         # The scheduler gave up on this attempt (a timeout). Cancelling frees a
         # queued slot, or on Dask the cluster's copy of the call; a running
@@ -391,6 +430,9 @@ class ProcessBackend(FutureBackend):
     """An owned ``ProcessPoolExecutor`` that is replaced when a worker process dies."""
 
     timeout_note = "its worker process was interrupted with SIGALRM"
+    # The worker enforces the timeout itself, from the moment the call starts;
+    # the scheduler's deadline is a backstop for code stuck where no signal reaches.
+    deadline_grace = 1.0
 
     def __init__(self, done: queue.SimpleQueue[Completion], max_workers: int):
         self.max_workers = max_workers

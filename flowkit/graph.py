@@ -124,6 +124,12 @@ class Graph:
         Parameters left unfed are run parameters, checked by :meth:`bind_params`.
         """
         for task, ups in zip(self.tasks, self.up, strict=True):
+            if task.is_map and task.signature.takes_nothing:
+                raise DAGValidationError(
+                    f"task {task.name!r} is mapped over a list, but its function takes no "
+                    "parameters: give it one for the item",
+                    task_name=task.name,
+                )
             if task.is_map and not ups:
                 raise DAGValidationError(
                     f"task {task.name!r} is mapped over the result of its first upstream task, "

@@ -32,12 +32,20 @@ from flowkit.results import RunResult
 from flowkit.retry import backoff_delay
 from flowkit.task import Task
 
-__all__ = ["Scheduler", "StateProtocol"]
+__all__ = ["CANCEL", "RunCancelled", "Scheduler", "StateProtocol"]
 
 _SUCCESS, _CACHED, _SKIPPED = Status.SUCCESS, Status.CACHED, Status.SKIPPED
 _PENDING, _RUNNING, _FAILED = Status.PENDING, Status.RUNNING, Status.FAILED
 _UPSTREAM_FAILED, _CANCELLED = Status.UPSTREAM_FAILED, Status.CANCELLED
 _BROKEN = (_FAILED, _UPSTREAM_FAILED, _CANCELLED)
+CANCEL: Completion = (object(), (False, None, 0.0, 0.0, ""))
+"""Put on a run's completion queue to stop it (``arun`` does, when cancelled)."""
+
+
+class RunCancelled(Exception):
+    """The run was stopped from outside (``arun`` cancelled); handled like Ctrl-C."""
+
+
 _NO_KWARGS: Mapping[str, Any] = {}  # shared and never mutated (picklable, unlike a proxy)
 
 
@@ -120,9 +128,9 @@ class Scheduler:
         try:
             self.hooks.emit(self.hooks.on_dag_start, self.ctx)
             self._loop()
-        except KeyboardInterrupt:
+        except BaseException as exc:  # Ctrl-C, or an error from a backend
             interrupted = True
-            self._interrupt()
+            self._interrupt(f"interrupted ({type(exc).__name__})")
             raise
         finally:
             self._close(cancel=interrupted or self.stopping)
@@ -148,6 +156,8 @@ class Scheduler:
                 continue
             event = self._next_event()
             if event is not None:
+                if event is CANCEL:
+                    raise RunCancelled("the run was cancelled")
                 token, outcome = event
                 self._settle(token, outcome)
 
@@ -167,9 +177,23 @@ class Scheduler:
             if state.status is not _RUNNING or state.attempts != attempt:
                 heapq.heappop(self.deadlines)  # that attempt ended already
                 return None
-            left = due - time.monotonic()
+            now = time.monotonic()
+            left = due - now
             if left <= 0:
+                try:  # an outcome that has already arrived beats the clock
+                    return self.done.get_nowait()
+                except queue.Empty:
+                    pass
                 heapq.heappop(self.deadlines)
+                runner = self._runner(state.task)
+                began = runner.started_at((i, attempt))
+                limit = (state.task.options.timeout or 0.0) + runner.deadline_grace
+                if began is None or began + limit > now:
+                    # Still queued, or started later than it was submitted: its
+                    # time counts from when it began to run.
+                    later = (now if began is None else began) + limit
+                    heapq.heappush(self.deadlines, (later, i, attempt))
+                    return None
                 self._time_out(i, attempt)
                 return None
             wait = left if wait is None else min(wait, left)
@@ -287,11 +311,10 @@ class Scheduler:
         self.ctx.running += 1
         self.hooks.emit(self.hooks.on_task_start, self.ctx, state)
         timeout = task.options.timeout
-        runner: Backend | AsyncRunner = (
-            self.aio if task.is_async and self.aio is not None else self.backend
-        )
+        runner = self._runner(task)
         if timeout is not None and not runner.self_timing:
-            heapq.heappush(self.deadlines, (time.monotonic() + timeout, i, state.attempts))
+            due = time.monotonic() + timeout + runner.deadline_grace
+            heapq.heappush(self.deadlines, (due, i, state.attempts))
         runner.submit(
             (i, state.attempts),
             task,
@@ -306,17 +329,33 @@ class Scheduler:
     def _expand(self, i: int, inputs: list[Any]) -> None:
         """Add one item node per element of the first input; the map node waits for them."""
         task = self.graph.tasks[i]
+        source_state = self.states[self.graph.up[i][0]]
         source, *extra = inputs
+        if source is SKIPPED:  # under none_failed / all_done: nothing to map over
+            self._settle_not_run(
+                i,
+                _SKIPPED,
+                cause=_root_cause(source_state),
+                reason=f"upstream task {source_state.name!r} produced nothing to map over",
+            )
+            return
+        state = self.states[i]
         try:
-            items = list(source)
+            iterator = iter(source)
         except TypeError:
-            state = self.states[i]
             state.error = TypeError(
-                f"task {task.name!r} is mapped over the result of "
-                f"{self.states[self.graph.up[i][0]].name!r}, which is a "
-                f"{type(source).__name__}, not an iterable: return a list (or any iterable)"
+                f"task {task.name!r} is mapped over the result of {source_state.name!r}, "
+                f"which is a {type(source).__name__}, not an iterable: return a list "
+                "(or any iterable)"
             )
             state.reason = "its input could not be mapped over"
+            self._fail(i)
+            return
+        try:
+            items = list(iterator)
+        except Exception as exc:  # a generator that raised while it was read
+            state.error = exc
+            state.reason = f"reading the items of {source_state.name!r} raised"
             self._fail(i)
             return
         first = len(self.states)
@@ -339,6 +378,8 @@ class Scheduler:
             return
         for k, item in enumerate(items):
             j = first + k
+            if self.states[j].status is not _PENDING:  # settled meanwhile (fail-fast)
+                continue
             if self.restored and self.states[j].name in self.restored:
                 status, value = self.restored[self.states[j].name]
                 self._restore(j, status, value)
@@ -382,12 +423,17 @@ class Scheduler:
         else:
             self._attempt_failed(i, value)
 
+    def _runner(self, task: Task[..., Any]) -> Backend | AsyncRunner:
+        """Where ``task``'s attempts run: the event loop for coroutines, else the backend."""
+        return self.aio if task.is_async and self.aio is not None else self.backend
+
     def _time_out(self, i: int, attempt: int) -> None:
         state = self.states[i]
         task = state.task
+        runner = self._runner(task)
         self.ctx.running -= 1
-        self.backend.abandon((i, attempt))
-        error = timeout_error(task, task.options.timeout or 0.0, self.backend.timeout_note)
+        runner.abandon((i, attempt))
+        error = timeout_error(task, task.options.timeout or 0.0, runner.timeout_note)
         error.attempts = attempt
         now = time.time()
         started = now - (task.options.timeout or 0.0)
@@ -490,10 +536,9 @@ class Scheduler:
                                      f"not started: {failed_name!r} failed and fail_fast is on")
         self.retry_timers.clear()
 
-    def _interrupt(self) -> None:
+    def _interrupt(self, reason: str) -> None:
         """Ctrl-C: cancel what is queued, abandon what runs, settle the rest."""
         self.stopping = True
-        reason = "interrupted (KeyboardInterrupt)"
         self._cancel_queued(reason=reason, cause=None)
         for j, state in enumerate(self.states):
             if state.status is _PENDING or state.status is _RUNNING:
@@ -556,7 +601,8 @@ class Scheduler:
             f"after {state.attempts} attempt(s)" if state.attempts else "before it ran"
         )
         raise TaskExecutionError(
-            f"task {state.name!r} failed {how}: {type(error).__name__}: {error}{also}. "
+            f"task {state.name!r} failed {how}: {type(error).__name__}: "
+            f"{str(error).rstrip('.')}{also}. "
             "The original error is chained below; every task's outcome is in .result.states.",
             task_name=state.name,
             attempts=state.attempts,

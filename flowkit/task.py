@@ -215,7 +215,7 @@ class Signature:
         positional = tuple(
             (name, k < self.required_positional)
             for k, name in enumerate(self.positional)
-            if k >= inputs
+            if k >= inputs and k >= self.positional_only  # those cannot be passed by name
         )
         return positional + tuple((n, n in self.required_keywords) for n in self.keyword_only)
 

@@ -85,12 +85,20 @@ def _encode(value: Any) -> Any:
 def invoke(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], ctx: TaskContext
 ) -> Outcome:
-    """Call ``fn`` in this thread with ``ctx`` as the current task."""
+    """Call ``fn`` in this thread with ``ctx`` as the current task.
+
+    ``SystemExit`` and the like fail the task like any error, in whichever
+    thread it runs; only ``KeyboardInterrupt`` goes through, to stop the run.
+    """
     token = current_task.set(ctx)
     started = _now()
     try:
         value = fn(*args, **kwargs)
     except Exception as exc:
+        return (False, exc, started, _now(), threading.current_thread().name)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
         return (False, exc, started, _now(), threading.current_thread().name)
     finally:
         current_task.reset(token)

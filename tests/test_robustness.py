@@ -1,0 +1,230 @@
+"""Runs that must neither hang nor misreport: stuck timeouts, odd exceptions,
+timeouts that count from the start of an attempt, cancellation of arun."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+
+import pytest
+
+import flowkit
+from flowkit import (
+    DAG,
+    DAGValidationError,
+    SKIPPED,
+    Status,
+    Task,
+    TaskExecutionError,
+    TaskTimeoutError,
+    task,
+)
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def three_tenths() -> float:
+    return 0.3
+
+
+def test_a_stuck_timed_out_thread_does_not_starve_the_pool() -> None:
+    release = threading.Event()
+
+    @task(timeout=0.2)
+    def stuck() -> None:
+        release.wait(10)  # a network call that never answers
+
+    others = [Task(lambda k=k: k, name=f"other{k}") for k in range(3)]
+    started = time.monotonic()
+    try:
+        with pytest.raises(TaskExecutionError) as info:
+            DAG([stuck, *others]).run(max_workers=1, fail_fast=False)
+    finally:
+        release.set()
+    assert time.monotonic() - started < 2
+    run = info.value.result
+    assert run is not None
+    assert isinstance(run.states["stuck"].error, TaskTimeoutError)
+    assert [run[f"other{k}"] for k in range(3)] == [0, 1, 2]
+
+
+def test_system_exit_in_a_worker_thread_fails_the_task() -> None:
+    @task
+    def quits() -> None:
+        sys.exit(3)
+
+    with pytest.raises(TaskExecutionError) as info:
+        DAG().run(executor="thread", max_workers=2)
+    assert isinstance(info.value.__cause__, SystemExit)
+    assert info.value.result is not None
+    assert info.value.result.states["quits"].status is Status.FAILED
+
+
+def test_an_async_task_that_raises_cancelled_error_fails() -> None:
+    @task
+    async def awaits_a_cancelled_future() -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future
+
+    started = time.monotonic()
+    with pytest.raises(TaskExecutionError) as info:
+        DAG().run()
+    assert time.monotonic() - started < 2
+    assert isinstance(info.value.__cause__, asyncio.CancelledError)
+
+
+def test_an_async_task_that_blocks_its_loop_still_times_out() -> None:
+    @task(timeout=0.1)
+    async def blocks() -> None:
+        time.sleep(0.6)  # never yields to the loop
+
+    started = time.monotonic()
+    with pytest.raises(TaskExecutionError) as info:
+        DAG().run()
+    assert isinstance(info.value.__cause__, TaskTimeoutError)
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("executor", ["thread", "process"])
+def test_a_timeout_counts_from_when_the_attempt_starts(executor: str) -> None:
+    # One worker, two tasks of 0.3 s with a 0.5 s timeout: the second waits
+    # 0.3 s for the worker, which is not its own running time.
+    first = Task(nap, name="first", timeout=0.5)
+    second = Task(nap, name="second", timeout=0.5)
+    Task(three_tenths, name="length") >> [first, second]
+    run = DAG([first, second]).run(executor=executor, max_workers=1)
+    assert run["first"] == run["second"] == 0.3
+
+
+def test_an_outcome_that_arrived_is_not_timed_out_by_a_slow_scheduler() -> None:
+    class SlowHook:
+        def on_task_success(self, run: flowkit.RunContext, state: flowkit.TaskState) -> None:
+            if state.name == "quick":
+                time.sleep(0.5)  # a slow log handler, say
+
+    @task
+    def quick() -> int:
+        return 1
+
+    @task(timeout=0.3)
+    def in_time() -> int:
+        time.sleep(0.1)
+        return 2
+
+    run = DAG().run(executor="thread", hooks=[SlowHook()])
+    assert run["in_time"] == 2
+
+
+def test_items_do_not_start_after_a_fail_fast_stop() -> None:
+    calls: list[int] = []
+
+    @task
+    def items() -> list[int]:
+        return [0, 1, 2]
+
+    @task(when=lambda x: 1 / x)
+    def invert(x: int) -> float:
+        calls.append(x)
+        return 1 / x
+
+    items >> invert.map()
+    with pytest.raises(TaskExecutionError) as info:
+        DAG().run(executor="thread")
+    run = info.value.result
+    assert run is not None
+    assert calls == []
+    assert {s.status for s in run.states.values()} <= {
+        Status.SUCCESS, Status.FAILED, Status.CANCELLED, Status.UPSTREAM_FAILED
+    }
+
+
+def test_a_generator_that_raises_while_mapped_fails_the_map_node() -> None:
+    @task
+    def lazy() -> object:
+        return (10 // x for x in [1, 0])
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    lazy >> double.map()
+    with pytest.raises(TaskExecutionError) as info:
+        DAG().run(executor="sync")
+    assert info.value.task_name == "double"
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+
+def test_a_map_over_a_skipped_input_is_skipped() -> None:
+    @task(when=lambda: False)
+    def source() -> list[int]:
+        return [1]
+
+    @task(trigger="none_failed")
+    def double(x: int) -> int:
+        return 2 * x
+
+    source >> double.map()
+    run = DAG().run(executor="sync")
+    assert run.states["double"].status is Status.SKIPPED
+    assert run.states["double"].cause == "source"
+
+
+def test_mapping_a_function_without_parameters_is_refused() -> None:
+    @task
+    def items() -> list[int]:
+        return [1]
+
+    @task
+    def nothing() -> int:
+        return 0
+
+    items >> nothing.map()
+    with pytest.raises(DAGValidationError, match="no parameters"):
+        DAG()
+
+
+def test_positional_only_parameters_are_not_run_parameters() -> None:
+    @task
+    def scaled(scale: int = 1, /) -> int:
+        return scale
+
+    with pytest.raises(DAGValidationError, match="'scale'"):
+        DAG().run(executor="sync", params={"scale": 5})
+    assert DAG().run(executor="sync")["scaled"] == 1
+
+
+def test_cancelling_arun_stops_the_run() -> None:
+    started: list[str] = []
+
+    @task
+    async def slow() -> int:
+        started.append("slow")
+        await asyncio.sleep(5)
+        return 1
+
+    @task
+    def after(x: int) -> int:
+        started.append("after")
+        return x
+
+    slow >> after
+
+    async def main() -> None:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(DAG().arun(), 0.2)
+
+    began = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - began < 2
+    time.sleep(0.1)
+    assert started == ["slow"]
+
+
+def test_skipped_sentinel_is_still_falsy_and_unique() -> None:
+    assert not SKIPPED and repr(SKIPPED) == "SKIPPED"
