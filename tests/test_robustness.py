@@ -13,8 +13,8 @@ import pytest
 import flowkit
 from flowkit import (
     DAG,
-    DAGValidationError,
     SKIPPED,
+    DAGValidationError,
     Status,
     Task,
     TaskExecutionError,
