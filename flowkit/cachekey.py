@@ -3,10 +3,11 @@
 A cache key covers three things: the task's name, a hash of its function's
 code, and a hash of its inputs (or of what ``cache_key=fn`` returns for them).
 
-- **Code** is hashed from the function's syntax tree with the docstring and
-  decorators removed, so comments, docstrings, blank lines and line numbers do
-  not count. Without source (a lambda, a function typed into ``python -c``),
-  the compiled bytecode and its constants are hashed instead. Closures and
+- **Code** is hashed from the function's compiled code — bytecode, the names
+  it uses, its constants and default values — so comments, docstrings, blank
+  lines and line numbers do not count, and what is hashed is what runs (not a
+  source file edited since). Functions a closure holds (the body a decorator
+  without ``functools.wraps`` wraps) count too; other closure values and the
   globals the function reads are *not* part of the hash.
 - **Inputs** are written in a canonical form and hashed with SHA-256 — never
   with ``hash()``, which differs from one process to the next. Equal values
@@ -19,7 +20,6 @@ code, and a hash of its inputs (or of what ``cache_key=fn`` returns for them).
 
 from __future__ import annotations
 
-import ast
 import collections
 import contextlib
 import dataclasses
@@ -31,7 +31,6 @@ import hashlib
 import inspect
 import os
 import pathlib
-import textwrap
 import time
 import types
 import uuid
@@ -56,6 +55,8 @@ _code_hashes: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 def code_hash(fn: Callable[..., Any]) -> str:
     """A hex digest of ``fn``'s code that ignores comments, docstrings and line numbers."""
+    if isinstance(fn, functools.partial):  # its bound arguments may change: never memoised
+        return hashlib.sha256(_code_text(fn).encode()).hexdigest()
     try:
         return _code_hashes[fn]
     except (KeyError, TypeError):  # TypeError: fn cannot be weakly referenced
@@ -66,14 +67,14 @@ def code_hash(fn: Callable[..., Any]) -> str:
     return digest
 
 
-def _code_text(fn: Callable[..., Any]) -> str:
+def _code_text(fn: Callable[..., Any], seen: frozenset[int] = frozenset()) -> str:
     target: Any = inspect.unwrap(fn)
     if isinstance(target, functools.partial):
         try:
             bound = input_hash(target.args, target.keywords)
         except UncacheableInput:  # no stable form: never equal to another process's
             bound = f"unstable:{os.getpid()}:{id(target)}:{time.time_ns()}"
-        return f"partial:{_code_text(target.func)}:{bound}"
+        return f"partial:{_code_text(target.func, seen)}:{bound}"
     if isinstance(target, types.MethodType):
         target = target.__func__
     if not isinstance(target, types.FunctionType):
@@ -83,47 +84,27 @@ def _code_text(fn: Callable[..., Any]) -> str:
             name = getattr(target, "__qualname__", None) or kind.__qualname__
             return f"callable:{getattr(target, '__module__', kind.__module__)}.{name}"
         target = call  # an object with a __call__ method: hash the method
-    text = _source_text(target)
-    if text is not None:
-        return "ast:" + text
-    return "code:" + _bytecode_text(target.__code__, target.__doc__)
-
-
-def _source_text(fn: types.FunctionType) -> str | None:
-    """The AST dump of ``fn``'s definition without docstring or decorators, if found."""
-    if fn.__name__ == "<lambda>":
-        return None  # its source line may hold other code: hash the lambda's bytecode
+    # The code that runs, not the file on disk (which may have been edited since).
+    parts = ["code:" + _bytecode_text(target.__code__, target.__doc__)]
     try:
-        source = textwrap.dedent(inspect.getsource(fn))
-        tree = ast.parse(source)
-    except Exception:  # no source (OSError), or none that parses on its own
-        return None
-    if not tree.body or not isinstance(tree.body[0], ast.FunctionDef | ast.AsyncFunctionDef):
-        return None
-    node = tree.body[0]
-    node.decorator_list = []  # @task(cache_ttl=...) options are not the code
-    node.name = ""  # the task name is part of the key already
-    _strip_docstrings(node)
-    return ast.dump(node, annotate_fields=False, include_attributes=False)
-
-
-def _strip_docstrings(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            body = node.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                node.body = body[1:] or [ast.Pass()]
+        parts.append("defaults:" + input_hash(target.__defaults__ or (), target.__kwdefaults__))
+    except UncacheableInput:  # defaults without a stable form: never equal to another's
+        parts.append(f"defaults:unstable:{os.getpid()}:{id(target)}")
+    # A decorator without functools.wraps hides the real body in its closure:
+    # functions held there are part of the code (plain data there is not).
+    seen = seen | {id(target)}  # a recursive closure refers to itself
+    for cell in target.__closure__ or ():
+        with contextlib.suppress(ValueError):  # an empty cell
+            inner = cell.cell_contents
+            if isinstance(inner, types.FunctionType | functools.partial) and id(inner) not in seen:
+                parts.append("closure:" + _code_text(inner, seen))
+    return "|".join(parts)
 
 
 def _bytecode_text(code: types.CodeType, doc: str | None) -> str:
     consts = list(code.co_consts)
     if doc is not None and consts and consts[0] == doc:
-        consts = consts[1:]
+        consts[0] = None  # as if the function had no docstring
     parts = [code.co_code.hex(), repr(code.co_names), repr(code.co_varnames)]
     for const in consts:
         if isinstance(const, types.CodeType):
@@ -135,7 +116,6 @@ def _bytecode_text(code: types.CodeType, doc: str | None) -> str:
     return "|".join(parts)
 
 
-
 def task_version(task: Task[..., Any]) -> str:
     """What must not change for a recorded outcome to be restored: code and wiring."""
     edges = len(task._upstream)
@@ -143,7 +123,12 @@ def task_version(task: Task[..., Any]) -> str:
     if known is not None and known[0] == edges:  # edges are only ever added
         return known[1]
     names = "\0".join(u.name for u in task.upstream)
-    version = hashlib.sha256(f"{code_hash(task.fn)}\0{names}".encode()).hexdigest()[:32]
+    # The condition and the trigger rule decide skips: changing them must
+    # re-run a task that a previous run skipped.
+    options = task.options
+    when = "" if options.when is None else code_hash(options.when)
+    text = f"{code_hash(task.fn)}\0{names}\0{when}\0{options.trigger}"
+    version = hashlib.sha256(text.encode()).hexdigest()[:32]
     # Kept on the task itself: a dictionary lookup per recorded outcome adds up.
     task._flowkit_version = (edges, version)  # type: ignore[attr-defined]
     return version

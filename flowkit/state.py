@@ -181,8 +181,8 @@ class StateManager:
                     self._check_same_params(run, latest[0], latest[1].get(_PARAMS), params)
                     restored, carried = self._restorable(tasks, latest[1])
                     book.restored.update(restored)
-            self._books[run.run_id] = book
             self._store.start_run(run.dag_name, run.run_id, self.clock(), [params, *carried])
+            self._books[run.run_id] = book
             book.started = True
         return restored
 
@@ -191,7 +191,9 @@ class StateManager:
         try:
             digest = input_hash((), run.params)
         except UncacheableInput:
-            digest = "unhashable:" + repr(sorted(run.params.items()))
+            # Values without a stable form cannot be compared with a later run's:
+            # a digest that matches nothing makes resume refuse instead of guess.
+            digest = f"incomparable:{run.run_id}"
         shown = ", ".join(f"{k}={v!r}" for k, v in sorted(run.params.items())) or "none"
         return Outcome(run.dag_name, run.run_id, _PARAMS, _PARAMS, digest, True, shown,
                        self.clock())
@@ -201,6 +203,15 @@ class StateManager:
     ) -> None:
         if recorded is None or recorded.version == now.version:
             return
+        if recorded.version.startswith("incomparable:") or now.version.startswith(
+            "incomparable:"
+        ):
+            raise StateError(
+                f"cannot resume run {recorded_run} of DAG {run.dag_name!r}: its parameters "
+                f"({recorded.value}) or this run's ({now.value}) hold values flowkit cannot "
+                "compare (only plain data can be); run without resume=True.",
+                path=None if self._store.keeps_objects else self._store.location,
+            )
         raise StateError(
             f"cannot resume run {recorded_run} of DAG {run.dag_name!r}: it ran with the "
             f"parameters ({recorded.value}) and this run has ({now.value}). Pass the same "
@@ -247,9 +258,14 @@ class StateManager:
                 if down.name not in stale:
                     stale.add(down.name)
                     frontier.append(down)
+        # An item "m[k]" goes with its mapped task "m": carried over only if "m"
+        # is outside this run and not stale (items of "m" in this run were decided above).
         carried.extend(
             o for name, o in outcomes.items()
-            if name not in names and name not in stale and _has_result(o)
+            if name not in restored
+            and _owner(name) not in names
+            and _owner(name) not in stale
+            and _has_result(o)
         )
         return restored, carried
 
@@ -427,8 +443,10 @@ class StateManager:
         entry: CacheEntry | None,
         key: str | None,
     ) -> None:
-        if self._deferred and entry is None:
-            book.pending.append(state)  # its status, value and key are final now
+        if self._deferred and entry is None and status in _DEFERRABLE:
+            # Its status, value and key are final now. Failures are recorded at
+            # once instead: they are rare, and their errors hold whole tracebacks.
+            book.pending.append(state)
             return
         outcome = Outcome(
             book.dag, book.run_id, state.name, status.value, task_version(state.task),
@@ -519,7 +537,17 @@ class StateManager:
 
 
 _MISSING: Any = object()
+_DEFERRABLE = frozenset({Status.SUCCESS, Status.CACHED, Status.SKIPPED})
 _PARAMS = "<params>"  # the run's parameters, recorded beside its outcomes (no task has this name)
+
+
+def _owner(name: str) -> str:
+    """The task an outcome belongs to: ``"m"`` for a mapped item ``"m[3]"``, else ``name``."""
+    if name.endswith("]"):
+        head, bracket, index = name[:-1].rpartition("[")
+        if bracket and index.isdigit():
+            return head
+    return name
 
 
 def _has_result(outcome: Outcome) -> bool:

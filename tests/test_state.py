@@ -995,3 +995,92 @@ def test_resume_in_the_middle_of_a_map(make_state: StateFactory) -> None:
     assert run.states["fail_on_four[0]"].status is Status.CACHED
     assert run.states["fail_on_four[3]"].status is Status.SUCCESS
     assert CALLS["items_source"] == 1
+
+
+def items_v2() -> list[int]:
+    _count("items_v2")
+    return [10, 20, 30, 40]
+
+
+def test_items_of_a_map_are_not_restored_when_its_input_reran(make_state: StateFactory) -> None:
+    SWITCH["fail"] = True
+    source_task = Task(items_source, name="items_source")
+    mapped = Task(fail_on_four, name="fail_on_four").map()
+    source_task >> mapped
+    with pytest.raises(TaskExecutionError):
+        DAG([mapped], name="m2").run(executor="sync", state=make_state(), fail_fast=False)
+    SWITCH.clear()
+    # The source is redefined (new code): it runs again, and so must every item.
+    with flowkit.registry.isolated():
+        changed = Task(items_v2, name="items_source")
+        mapped2 = Task(fail_on_four, name="fail_on_four").map()
+        changed >> mapped2
+        run = DAG([mapped2], name="m2").run(executor="sync", state=make_state(), resume=True)
+    assert run["fail_on_four"] == [100, 200, 300, 400]
+    assert {run.states[f"fail_on_four[{k}]"].status for k in range(4)} == {Status.SUCCESS}
+
+
+def test_invalidating_a_mapped_task_forgets_its_items(make_state: StateFactory) -> None:
+    SWITCH["fail"] = True
+    source_task = Task(items_source, name="items_source")
+    mapped = Task(fail_on_four, name="fail_on_four").map()
+    source_task >> mapped
+    state = make_state()
+    with pytest.raises(TaskExecutionError):
+        DAG([mapped], name="m3").run(executor="sync", state=state, fail_fast=False)
+    SWITCH.clear()
+    state.invalidate("fail_on_four")
+    run = DAG([mapped], name="m3").run(executor="sync", state=state, resume=True)
+    assert run.states["fail_on_four[0]"].status is Status.SUCCESS
+    assert run.states["items_source"].status is Status.CACHED
+
+
+def test_a_changed_condition_reruns_a_skipped_task(make_state: StateFactory) -> None:
+    src = Task(source, name="source")
+    quiet = Task(double, name="double", when=lambda n: n > 10)
+    src >> quiet
+    first = DAG([quiet], name="w").run(executor="sync", state=make_state())
+    assert first.states["double"].status is Status.SKIPPED
+    with flowkit.registry.isolated():
+        src2 = Task(source, name="source")
+        loud = Task(double, name="double", when=lambda n: n >= 0)
+        src2 >> loud
+        again = DAG([loud], name="w").run(executor="sync", state=make_state(), resume=True)
+    assert again.states["double"].status is Status.SUCCESS
+
+
+class Incomparable:
+    """A parameter value without a stable form."""
+
+
+def test_resume_refuses_parameters_it_cannot_compare(make_state: StateFactory) -> None:
+    SWITCH["fail"] = True
+    t = Task(dated, name="dated")
+    f = Task(maybe_fail, name="maybe_fail")
+    t >> f
+
+    with pytest.raises(TaskExecutionError):
+        DAG([f], name="q").run(executor="sync", state=make_state(),
+                               params={"day": "mon"})
+    with pytest.raises(StateError):
+        DAG([f], name="q").run(executor="sync", state=make_state(),
+                               params={"day": Incomparable()}, resume=True)
+
+
+def test_the_code_hash_sees_through_a_decorator_without_wraps() -> None:
+    def timed(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any) -> Any:
+            return fn(*args)
+
+        return wrapper
+
+    @timed
+    def one() -> str:
+        return "v1"
+
+    @timed
+    def two() -> str:
+        return "v2"
+
+    assert code_hash(one) != code_hash(two)
+    assert code_hash(lambda r, limit=3: r) != code_hash(lambda r, limit=1: r)

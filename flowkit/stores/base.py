@@ -24,7 +24,15 @@ import abc
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["CacheEntry", "Outcome", "Store"]
+__all__ = ["CacheEntry", "Outcome", "Store", "belongs_to"]
+
+
+def belongs_to(record_name: str, task_name: str | None) -> bool:
+    """Whether a record of ``record_name`` goes when task ``task_name`` is invalidated:
+    its own, and those of its items (``"m[3]"`` of a mapped task ``"m"``); all for ``None``."""
+    if task_name is None or record_name == task_name:
+        return True
+    return record_name.startswith(task_name + "[") and record_name.endswith("]")
 
 
 class CacheEntry(NamedTuple):

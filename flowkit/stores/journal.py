@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from flowkit.exceptions import StateError
-from flowkit.stores.base import CacheEntry, Outcome, Store
+from flowkit.stores.base import CacheEntry, Outcome, Store, belongs_to
 
 try:
     import fcntl
@@ -99,13 +99,11 @@ class JSONStore(Store):
             self._lines += 1
         elif kind == "inv":
             name = rec["n"]
-            for key in [k for k, e in self._entries.items() if name is None or e.name == name]:
+            for key in [k for k, e in self._entries.items() if belongs_to(e.name, name)]:
                 del self._entries[key]
             for _, outcomes in self._runs.values():
-                if name is None:
-                    outcomes.clear()
-                else:
-                    outcomes.pop(name, None)
+                for gone in [n for n in outcomes if belongs_to(n, name)]:
+                    del outcomes[gone]
             self._lines += 1
         else:
             raise KeyError(kind)
@@ -333,7 +331,7 @@ class JSONStore(Store):
     def invalidate(self, name: str | None = None) -> int:
         with self._lock:
             with self._locked(exclusive=True) as fd:
-                dropped = sum(1 for e in self._entries.values() if name is None or e.name == name)
+                dropped = sum(1 for e in self._entries.values() if belongs_to(e.name, name))
                 self._append_records(fd, [{"t": "inv", "n": name}])
             self._maybe_compact()
             return dropped

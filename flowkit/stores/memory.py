@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from flowkit.stores.base import CacheEntry, Outcome, Store
+from flowkit.stores.base import CacheEntry, Outcome, Store, belongs_to
 
 __all__ = ["MemoryStore"]
 
@@ -53,11 +53,12 @@ class MemoryStore(Store):
             for _, outcomes in self._runs.values():
                 outcomes.clear()
             return dropped
-        keys = [k for k, e in self._entries.items() if e.name == name]
+        keys = [k for k, e in self._entries.items() if belongs_to(e.name, name)]
         for key in keys:
             del self._entries[key]
         for _, outcomes in self._runs.values():
-            outcomes.pop(name, None)
+            for gone in [n for n in outcomes if belongs_to(n, name)]:
+                del outcomes[gone]
         return len(keys)
 
     def clear(self) -> None:

@@ -295,8 +295,13 @@ class SQLiteStore(Store):
                 dropped = db.execute("DELETE FROM cache").rowcount
                 db.execute("DELETE FROM outcomes")
             else:
-                dropped = db.execute("DELETE FROM cache WHERE name = ?", (name,)).rowcount
-                db.execute("DELETE FROM outcomes WHERE name = ?", (name,))
+                # The task's own records and its items' ("m[3]" of a mapped task "m").
+                mine = (
+                    "name = ?1 OR (substr(name, 1, length(?1) + 1) = ?1 || '[' "
+                    "AND substr(name, -1) = ']')"
+                )
+                dropped = db.execute(f"DELETE FROM cache WHERE {mine}", (name,)).rowcount
+                db.execute(f"DELETE FROM outcomes WHERE {mine}", (name,))
             _collect(db)
         return int(dropped)
 
