@@ -15,6 +15,7 @@ workflow file that cannot be loaded, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
@@ -82,6 +83,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("flowkit: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `flowkit graph ... | head`: the reader is gone, not an error
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more is written
+        return EXIT_FAILED
+    except OSError as exc:  # writing the output failed (a full disk, a closed stream)
+        if args.debug:
+            traceback.print_exc()
+        _complain(f"cannot write the output: {exc}")
+        return EXIT_USAGE
     finally:
         saved.restore()
 

@@ -102,10 +102,15 @@ def connect(address: str | None = None, *, n_workers: int | None = None) -> Dask
     address = address or os.environ.get(ADDRESS_ENV) or dask.config.get("scheduler-address", None)
     if address:
         try:
+            # Refuse a malformed address before a Client is half-built (its
+            # destructor would then wait a minute at exit).
+            comm: Any = distributed.comm
+            scheme, _ = comm.parse_address(address)
+            comm.registry.get_backend(scheme)  # ValueError for an unknown scheme
             # set_as_default=False: a client flowkit closes at the end of the run
             # must not become the process's default client meanwhile.
             client = client_class(address, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, ValueError) as exc:
             raise FlowkitError(
                 f"cannot connect to the Dask scheduler at {address!r}: {exc}. Check the "
                 f"address (tcp://host:8786) and that the scheduler is running, or unset "

@@ -330,7 +330,12 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     data = record.__dict__
     fields = {key: data[key] for key in _FIELD_ORDER if data.get(key) is not None}
     for key, value in data.items():
-        if key not in _RECORD_ATTRS and key not in fields and not key.startswith("_"):
+        if (
+            isinstance(key, str)  # extra={1: ...} is possible, if odd
+            and key not in _RECORD_ATTRS
+            and key not in fields
+            and not key.startswith("_")
+        ):
             fields[key] = value
     return fields
 
@@ -359,6 +364,19 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        try:
+            return self._format(record)
+        except Exception as exc:  # a formatter must never raise: say what went wrong
+            return _json.dumps(
+                {
+                    "ts": _dt.datetime.fromtimestamp(record.created, _dt.UTC).isoformat(),
+                    "level": record.levelname,
+                    "message": _safe_repr(record.msg),
+                    "format_error": _safe_repr(exc),
+                }
+            )
+
+    def _format(self, record: logging.LogRecord) -> str:
         ts = _dt.datetime.fromtimestamp(record.created, _dt.UTC)
         payload: dict[str, Any] = {
             "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -414,6 +432,12 @@ class TextFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
+        try:
+            return self._format(record)
+        except Exception as exc:  # a formatter must never raise: say what went wrong
+            return f"{record.levelname} {record.name} {_safe_repr(record.msg)} <{_safe_repr(exc)}>"
+
+    def _format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
         fields = _extras(record)
         event = fields.pop("event", None)

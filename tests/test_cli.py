@@ -500,3 +500,16 @@ def test_a_missing_or_unknown_parameter_exits_2(
     assert code == 2 and "'dya'" in err
     code, _, err = _run(["run", path, "--param", "no-equals-sign"], capsys)
     assert code == 2 and "NAME=VALUE" in err
+
+
+def test_a_closed_pipe_is_not_a_traceback() -> None:
+    reader = subprocess.run(
+        f"{sys.executable} -m flowkit graph examples/etl.py | head -1",
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert reader.stdout.strip() == "flowchart LR"
+    assert "Traceback" not in reader.stderr

@@ -349,3 +349,11 @@ def test_an_unreachable_scheduler_is_a_clear_error() -> None:
         pytest.raises(FlowkitError, match="cannot connect to the Dask scheduler at"),
     ):
         DAG([one]).run(executor="dask", address="tcp://127.0.0.1:9")
+
+
+def test_a_malformed_address_is_a_clear_error() -> None:
+    only = Task(functools.partial(pid_after, 0), name="only")
+    started = time.monotonic()
+    with pytest.raises(FlowkitError, match="unknown address scheme"):
+        DAG([only]).run(executor="dask", address="foo://nowhere:1")
+    assert time.monotonic() - started < 10

@@ -597,3 +597,23 @@ def test_configure_logging_shows_task_records_in_text() -> None:
     flowkit.DAG().run(executor="sync")
     (line,) = [ln for ln in stream.getvalue().splitlines() if "flowkit.task" in ln]
     assert line.endswith("INFO    flowkit.task  loaded 3 rows  task=talk")
+
+
+def test_formatters_never_raise_on_odd_records() -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    for as_json in (True, False):
+        buffer = io.StringIO()
+        flowkit.configure_logging("INFO", json=as_json, stream=buffer)
+        logger = logging.getLogger("flowkit.test")
+        logger.info("numbered", extra={1: "not a name"})
+        logger.info("odd event", extra={"event": Unprintable()})
+        lines = buffer.getvalue().splitlines()
+        assert len(lines) == 2
+        if as_json:
+            assert all(isinstance(json.loads(line), dict) for line in lines)
