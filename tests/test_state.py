@@ -1084,3 +1084,23 @@ def test_the_code_hash_sees_through_a_decorator_without_wraps() -> None:
 
     assert code_hash(one) != code_hash(two)
     assert code_hash(lambda r, limit=3: r) != code_hash(lambda r, limit=1: r)
+
+
+@pytest.mark.parametrize("name", ["bad\0name.json", "bad\0name.db"])
+def test_a_path_with_a_nul_byte_is_a_state_error(name: str) -> None:
+    with pytest.raises(StateError, match="invalid state"):
+        StateManager(name).entries()
+
+
+def test_a_symlinked_json_file_stays_a_symlink_after_compaction(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    target = tmp_path / "data" / "state.json"
+    link = tmp_path / "state.json"
+    link.symlink_to(target)
+    state = StateManager(link)
+    src = Task(source, name="source", cache_ttl=60)
+    DAG([src], name="s").run(executor="sync", state=state)
+    state.clear()  # rewrites the file
+    DAG([src], name="s").run(executor="sync", state=state)
+    assert link.is_symlink()
+    assert [e.name for e in StateManager(target).entries()] == ["source"]

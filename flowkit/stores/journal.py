@@ -58,6 +58,9 @@ class JSONStore(Store):
     def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
         self.location = self.path
+        # Compaction renames a new file over the old one: through a symlink that
+        # would replace the link itself, so work on the file it points to.
+        self._file = os.path.realpath(self.path) if "\0" not in self.path else self.path
         self._lock = threading.RLock()
         self._fd: int | None = None
         self._reset_index(None)
@@ -183,8 +186,11 @@ class JSONStore(Store):
         if self._fd is None:
             try:
                 self._fd = os.open(
-                    self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600
+                    self._file, os.O_RDWR | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600
                 )
+            except ValueError as exc:  # a NUL byte in the path
+                raise StateError(f"invalid state file path {self.path!r}: {exc}",
+                                 path=self.path) from exc
             except OSError as exc:
                 raise StateError(
                     f"cannot open state file {self.path!r}: {exc.strerror or exc}. "
@@ -379,17 +385,30 @@ class JSONStore(Store):
             lines.append(_line({"t": "run", "dag": dag, "run": run_id, "at": 0.0}))
             lines.extend(self._outcome_line(o) for o in outcomes.values())
         data = _HEADER_BYTES + b"".join(lines)
-        directory = os.path.dirname(os.path.abspath(self.path))
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=".flowkit-state-", suffix=".tmp")
+        directory = os.path.dirname(os.path.abspath(self._file))
+        new_fd = None
+        try:
+            fd, temp = tempfile.mkstemp(dir=directory, prefix=".flowkit-state-", suffix=".tmp")
+        except OSError as exc:
+            raise self._unwritable(exc) from exc
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
+            # Lock the new file before it takes the name, so that nobody can
+            # append to it (or compact it) between the rename and our lock.
+            new_fd = os.open(temp, os.O_RDWR | os.O_APPEND | _CLOEXEC)
+            if fcntl is not None:
+                fcntl.flock(new_fd, fcntl.LOCK_EX)
+            os.replace(temp, self._file)
+        except BaseException as exc:
+            if new_fd is not None:
+                os.close(new_fd)
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+            if isinstance(exc, OSError):
+                raise self._unwritable(exc) from exc
             raise
         with contextlib.suppress(OSError):  # make the rename itself durable
             dir_fd = os.open(directory, os.O_RDONLY)
@@ -402,10 +421,7 @@ class JSONStore(Store):
         # valid for the new file, plus whatever another process appended to it
         # in between.
         old_fd = self._fd
-        self._fd = None
-        new_fd = self._open()
-        if fcntl is not None:
-            fcntl.flock(new_fd, fcntl.LOCK_EX)
+        self._fd = new_fd
         if old_fd is not None:
             os.close(old_fd)
         st = os.fstat(new_fd)
@@ -414,6 +430,14 @@ class JSONStore(Store):
         self._lines = len(lines)
         self._dirty = False
         self._refresh(st.st_size)
+
+    def _unwritable(self, exc: OSError) -> StateError:
+        return StateError(
+            f"cannot rewrite state file {self.path!r}: {exc.strerror or exc}. flowkit "
+            "compacts the file through a new file in the same directory: make that "
+            "directory writable.",
+            path=self.path,
+        )
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode

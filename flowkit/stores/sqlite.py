@@ -117,6 +117,9 @@ class SQLiteStore(Store):
         try:
             # Create it ourselves, private: SQLite would use the umask.
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o600))
+        except ValueError as exc:  # a NUL byte in the path
+            raise StateError(f"invalid state database path {self.path!r}: {exc}",
+                             path=self.path) from exc
         except OSError as exc:
             raise StateError(
                 f"cannot open state database {self.path!r}: {exc.strerror or exc}. "
