@@ -95,6 +95,9 @@ class Backend:
             self.done.put((token, _call_with_timeout(task, args, kwargs, ctx, timeout)))
         return True
 
+    def pump(self) -> None:
+        """Start queued calls that now have room (after the scheduler handled an outcome)."""
+
     def started_at(self, token: Any) -> float | None:
         """When (``time.monotonic()``) the attempt began to run, as far as the backend
         knows; ``None`` while it still waits for a worker (its timeout has not begun)."""
@@ -281,13 +284,20 @@ class FutureBackend(Backend):
         self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
         ctx: TaskContext, *, inline: bool = False,
     ) -> None:
+        self._submit_future(token, task, args, kwargs, ctx)
+
+    def _submit_future(
+        self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
+        ctx: TaskContext,
+    ) -> bool:
+        """Hand the call to the executor; False when it failed at once (already reported)."""
         fn = self._callables.get(task)
         if fn is None:
             try:
                 fn = self._callables[task] = self._sendable(task)
             except FlowkitError as exc:  # cannot be sent: fail the attempt, say why
                 self._report(token, task.name, exc)
-                return
+                return False
         try:
             if self._dask:
                 # A fresh key per attempt, named after the task for Dask's dashboard.
@@ -305,7 +315,7 @@ class FutureBackend(Backend):
                 future = self.executor.submit(invoke, fn, args, kwargs, ctx)
         except BrokenProcessPool as exc:
             self._report(token, task.name, exc)
-            return
+            return False
         except RuntimeError as exc:  # executor shut down by its owner
             raise FlowkitError(
                 f"cannot submit task {task.name!r}: the executor refused it ({exc}); "
@@ -313,11 +323,12 @@ class FutureBackend(Backend):
             ) from exc
         except Exception as exc:  # the executor could not take the call (pickling, mostly)
             self._report(token, task.name, exc)
-            return
+            return False
         self._futures[future] = token
         if task.options.timeout is not None:
             self._timed[token] = (future, time.monotonic())
         future.add_done_callback(functools.partial(self._settle, token, task.name))
+        return True
 
     def _sendable(self, task: Task[..., Any]) -> Callable[..., Any]:
         fn = sendable_callable(task, check_pickle=self._pickles)
@@ -427,7 +438,13 @@ class FutureBackend(Backend):
 
 
 class ProcessBackend(FutureBackend):
-    """An owned ``ProcessPoolExecutor`` that is replaced when a worker process dies."""
+    """An owned ``ProcessPoolExecutor``, fed no more calls than it has workers.
+
+    A pool accepts any number of calls and starts one more than it has workers
+    before anyone can cancel it; keeping the rest here means that after a
+    failure (fail-fast) nothing queued starts. A pool whose worker died is
+    replaced, so that retries and independent tasks can go on.
+    """
 
     timeout_note = "its worker process was interrupted with SIGALRM"
     # The worker enforces the timeout itself, from the moment the call starts;
@@ -438,6 +455,9 @@ class ProcessBackend(FutureBackend):
         self.max_workers = max_workers
         super().__init__(done, self._new_pool(), owned=True, name="process")
         self._abandoned = False
+        self._gate = threading.Lock()  # the scheduler and the pool's thread both send
+        self._in_pool = 0
+        self._backlog: collections.deque[tuple[Any, ...]] = collections.deque()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=self.max_workers)
@@ -446,12 +466,49 @@ class ProcessBackend(FutureBackend):
         self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
         ctx: TaskContext, *, inline: bool = False,
     ) -> None:
-        if getattr(self.executor, "_broken", False):
-            # A worker died: the pool refuses new work. Start a fresh one so
-            # retries and independent tasks can go on.
-            self.executor.shutdown(wait=False, cancel_futures=True)
-            self.executor = self._new_pool()
-        super().submit(token, task, args, kwargs, ctx, inline=inline)
+        with self._gate:
+            if self._in_pool >= self.max_workers:
+                self._backlog.append((token, task, args, kwargs, ctx))
+                return
+            self._in_pool += 1
+        self._send(token, task, args, kwargs, ctx)
+
+    def _send(
+        self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
+        ctx: TaskContext,
+    ) -> None:
+        with self._gate:
+            if getattr(self.executor, "_broken", False):
+                # A worker died: the pool refuses new work. Start a fresh one.
+                self.executor.shutdown(wait=False, cancel_futures=True)
+                self.executor = self._new_pool()
+        if not self._submit_future(token, task, args, kwargs, ctx):
+            self._slot_freed()
+
+    def _settle(self, token: Any, task_name: str, future: cf.Future[Outcome]) -> None:
+        super()._settle(token, task_name, future)
+        self._slot_freed()
+
+    def _slot_freed(self) -> None:
+        with self._gate:
+            self._in_pool -= 1
+
+    def pump(self) -> None:
+        # Called by the scheduler after it has handled an outcome — so a
+        # failure it just saw has cancelled the backlog before anything new starts.
+        while True:
+            with self._gate:
+                if not self._backlog or self._in_pool >= self.max_workers:
+                    return
+                self._in_pool += 1
+                following = self._backlog.popleft()
+            self._send(*following)
+
+    def cancel_pending(self) -> list[Any]:
+        with self._gate:
+            waiting = [item[0] for item in self._backlog]
+            self._backlog.clear()
+        return waiting + super().cancel_pending()
 
     def abandon(self, token: Any) -> None:
         # The worker normally stops the call itself (SIGALRM); if it is stuck in
@@ -459,6 +516,9 @@ class ProcessBackend(FutureBackend):
         self._abandoned = True
 
     def close(self, *, cancel: bool = False) -> None:
+        if cancel:
+            with self._gate:
+                self._backlog.clear()
         super().close(cancel=cancel or self._abandoned)
 
 

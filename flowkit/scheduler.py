@@ -160,6 +160,7 @@ class Scheduler:
                     raise RunCancelled("the run was cancelled")
                 token, outcome = event
                 self._settle(token, outcome)
+                self.backend.pump()
 
     def _next_event(self) -> Completion | None:
         """Wait for the next outcome, firing due timers; ``None`` after a timer fired."""

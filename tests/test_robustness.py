@@ -4,9 +4,11 @@ timeouts that count from the start of an attempt, cancellation of arun."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -228,3 +230,26 @@ def test_cancelling_arun_stops_the_run() -> None:
 
 def test_skipped_sentinel_is_still_falsy_and_unique() -> None:
     assert not SKIPPED and repr(SKIPPED) == "SKIPPED"
+
+
+def fails_late() -> None:
+    time.sleep(0.3)
+    raise RuntimeError("late failure")
+
+
+def records(path: str) -> str:
+    with open(path, "a") as out:
+        out.write("ran\n")
+    return "ran"
+
+
+def test_fail_fast_on_a_process_pool_starts_nothing_queued(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    first = Task(fails_late, name="first")
+    others = [Task(functools.partial(records, str(log)), name=f"other{k}") for k in range(3)]
+    with pytest.raises(TaskExecutionError) as info:
+        DAG([first, *others]).run(executor="process", max_workers=1)
+    run = info.value.result
+    assert run is not None
+    assert not log.exists()
+    assert {run.states[f"other{k}"].status for k in range(3)} == {Status.CANCELLED}
