@@ -196,7 +196,9 @@ class DAG:
             )
         graph = self._select(targets)
         params = dict(params or {})
-        keyword_inputs = graph.bind_params(params)
+        # A parameter of a task that targets leaves out is not a typo.
+        outside = self._graph.parameter_names() if graph is not self._graph and params else ()
+        keyword_inputs = graph.bind_params(params, outside)
         manager = state if state is not None else self.state
         done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         caller = _async_caller.get()

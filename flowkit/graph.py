@@ -7,7 +7,7 @@ task beyond following these lists.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from flowkit.exceptions import DAGCycleError, DAGValidationError, TaskDefinitionError
@@ -161,8 +161,17 @@ class Graph:
             self._run_parameters = found
         return self._run_parameters
 
-    def bind_params(self, params: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    def parameter_names(self) -> set[str]:
+        """Every name a task of this graph takes as a run parameter."""
+        return {name for _, slots in self.run_parameters() for name, _ in slots}
+
+    def bind_params(
+        self, params: Mapping[str, Any], also_known: Collection[str] = ()
+    ) -> dict[int, dict[str, Any]]:
         """The keyword arguments each task gets from ``params``, by task index.
+
+        ``also_known`` are names that are no typo although no task here takes
+        them (tasks of the DAG that ``targets`` left out).
 
         Raises:
             DAGValidationError: a required parameter has no value, or a run
@@ -189,9 +198,9 @@ class Graph:
                     )
             if kwargs:
                 bound[i] = kwargs
-        unknown = sorted(set(params) - used)
+        unknown = sorted(set(params) - used - set(also_known))
         if unknown:
-            accepted = sorted({name for _, slots in self.run_parameters() for name, _ in slots})
+            accepted = sorted(self.parameter_names() | set(also_known))
             raise DAGValidationError(
                 f"run parameter {unknown[0]!r} is not a parameter of any task in this run "
                 f"(tasks take: {', '.join(accepted) or 'none'}). Check its spelling.",

@@ -102,3 +102,18 @@ def test_parameters_are_visible_to_hooks() -> None:
 
     DAG().run(executor="sync", params={"day": "d"}, hooks=[Hook()])
     assert seen == [{"day": "d"}]
+
+
+def test_a_parameter_of_a_task_outside_targets_is_no_typo() -> None:
+    @task
+    def first(day: str) -> str:
+        return day
+
+    @task
+    def second(limit: int) -> int:
+        return limit
+
+    run = DAG().run(executor="sync", targets=["first"], params={"day": "d", "limit": 3})
+    assert run["first"] == "d" and "second" not in run.states
+    with pytest.raises(DAGValidationError, match="'dya'"):
+        DAG().run(executor="sync", targets=["first"], params={"day": "d", "dya": 1})
