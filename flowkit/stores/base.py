@@ -21,10 +21,31 @@ one at a time per store instance is enough: the state manager serialises calls.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-__all__ = ["CacheEntry", "Outcome", "Store", "belongs_to"]
+from flowkit.exceptions import StateError
+
+__all__ = ["CacheEntry", "Outcome", "Store", "belongs_to", "open_private"]
+
+
+def open_private(path: str, flags: int, *, shown: str, kind: str) -> int:
+    """``os.open(path, flags | O_CREAT, 0o600)``: a state file only its owner reads.
+
+    Raises:
+        StateError: naming ``shown`` (the path as the user gave it) and what to do.
+    """
+    try:
+        return os.open(path, flags | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except ValueError as exc:  # a NUL byte in the path
+        raise StateError(f"invalid {kind} path {shown!r}: {exc}", path=shown) from exc
+    except OSError as exc:
+        raise StateError(
+            f"cannot open {kind} {shown!r}: {exc.strerror or exc}. "
+            "Check that its directory exists and is writable.",
+            path=shown,
+        ) from exc
 
 
 def belongs_to(record_name: str, task_name: str | None) -> bool:

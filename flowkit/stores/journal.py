@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from flowkit.exceptions import StateError
-from flowkit.stores.base import CacheEntry, Outcome, Store, belongs_to
+from flowkit.stores.base import CacheEntry, Outcome, Store, belongs_to, open_private
 
 try:
     import fcntl
@@ -184,19 +184,9 @@ class JSONStore(Store):
 
     def _open(self) -> int:
         if self._fd is None:
-            try:
-                self._fd = os.open(
-                    self._file, os.O_RDWR | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600
-                )
-            except ValueError as exc:  # a NUL byte in the path
-                raise StateError(f"invalid state file path {self.path!r}: {exc}",
-                                 path=self.path) from exc
-            except OSError as exc:
-                raise StateError(
-                    f"cannot open state file {self.path!r}: {exc.strerror or exc}. "
-                    "Check that its directory exists and is writable.",
-                    path=self.path,
-                ) from exc
+            self._fd = open_private(
+                self._file, os.O_RDWR | os.O_APPEND, shown=self.path, kind="state file"
+            )
         return self._fd
 
     def close(self) -> None:

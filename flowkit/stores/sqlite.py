@@ -27,13 +27,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from flowkit.exceptions import StateError
-from flowkit.stores.base import CacheEntry, Outcome, Store
+from flowkit.stores.base import CacheEntry, Outcome, Store, open_private
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 SCHEMA_VERSION = 1
 _APPLICATION_ID = 0x666B7374  # "fkst": this file is flowkit state
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # absent on Windows
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cache (
@@ -114,18 +113,8 @@ class SQLiteStore(Store):
     def _connect(self) -> sqlite3.Connection:
         if self._db is not None:
             return self._db
-        try:
-            # Create it ourselves, private: SQLite would use the umask.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o600))
-        except ValueError as exc:  # a NUL byte in the path
-            raise StateError(f"invalid state database path {self.path!r}: {exc}",
-                             path=self.path) from exc
-        except OSError as exc:
-            raise StateError(
-                f"cannot open state database {self.path!r}: {exc.strerror or exc}. "
-                "Check that its directory exists and is writable.",
-                path=self.path,
-            ) from exc
+        # Create it ourselves, private: SQLite would use the umask.
+        os.close(open_private(self.path, os.O_RDWR, shown=self.path, kind="state database"))
         db = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
