@@ -1183,34 +1183,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "",
             ]
             warn(f"  {time.perf_counter() - phase:.1f}s")
-        if "logging" in args.extras:
-            sections += [
-                f"## logging: flowkit thread, fan-out {EXTRA_SIZE:,}",
-                "",
-                logging_table(args, specs, extras),
-                "",
-            ]
-        if "state" in args.extras:
-            sections += [
-                f"## state: flowkit sync, fan-out {EXTRA_SIZE:,}",
-                "",
-                state_table(args, specs, extras),
-                "",
-            ]
-        if "map" in args.extras:
-            sections += [
-                f"## map: {EXTRA_SIZE:,} items mapped at run time vs the static fan-out",
-                "",
-                map_table(args, specs, extras),
-                "",
-            ]
-        if "scaling" in args.extras:
-            sections += [
-                "## scaling: flowkit sync, per-task cost at 100,000 ÷ at 10,000",
-                "",
-                scaling_table(scaling),
-                "",
-            ]
+        # The timed extra tables: (name, heading, how to make the table).
+        timed_extras: list[tuple[str, str, Callable[[], str]]] = [
+            ("logging", f"logging: flowkit thread, fan-out {EXTRA_SIZE:,}",
+             lambda: logging_table(args, specs, extras)),
+            ("state", f"state: flowkit sync, fan-out {EXTRA_SIZE:,}",
+             lambda: state_table(args, specs, extras)),
+            ("map", f"map: {EXTRA_SIZE:,} items mapped at run time vs the static fan-out",
+             lambda: map_table(args, specs, extras)),
+            ("scaling", "scaling: flowkit sync, per-task cost at 100,000 ÷ at 10,000",
+             lambda: scaling_table(scaling)),
+        ]
+        for name, heading, make in timed_extras:
+            if name in args.extras:
+                sections += [f"## {heading}", "", make(), ""]
         print("\n".join(sections), flush=True)
 
     found = targets(cells, sizes, extras, scaling)
