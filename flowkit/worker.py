@@ -19,14 +19,14 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from types import FrameType
 from typing import Any
 
 from flowkit.context import TaskContext, current_task
 from flowkit.exceptions import TaskExecutionError, TaskTimeoutError
 
-__all__ = ["Call", "Outcome", "Pickled", "invoke", "invoke_batch", "invoke_remote"]
+__all__ = ["Outcome", "Pickled", "invoke", "invoke_remote"]
 
 Outcome = tuple[bool, Any, float, float, str]
 """(ok, value or exception, started_at, finished_at, worker).
@@ -34,9 +34,6 @@ Outcome = tuple[bool, Any, float, float, str]
 From :func:`invoke_remote` the value may be a :class:`Pickled`, which the
 backend decodes before the scheduler sees the outcome.
 """
-
-Call = tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any], TaskContext, float | None]
-"""(function, positional inputs, keyword inputs, task context, timeout)."""
 
 _now = time.time
 
@@ -138,14 +135,6 @@ def invoke_remote(
             signal.signal(signal.SIGALRM, previous)
     finished = _now()
     return (True, _encode(value), started, finished, worker)
-
-
-def invoke_batch(calls: Sequence[Call]) -> list[Outcome]:
-    """Run several tiny calls in one submission, saving a round trip per task.
-
-    Values come back as :func:`invoke_remote` returns them (maybe :class:`Pickled`).
-    """
-    return [invoke_remote(fn, args, kwargs, ctx, limit) for fn, args, kwargs, ctx, limit in calls]
 
 
 def _can_use_alarm() -> bool:
