@@ -30,12 +30,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
-from flowkit.cachekey import UncacheableInput, cache_key, code_hash, input_hash, task_version
 from flowkit.context import RunContext
 from flowkit.exceptions import StateError
 from flowkit.outcome import Status, TaskState
-from flowkit.serializers import JSONSerializer, Serializer
-from flowkit.stores import CacheEntry, JSONStore, MemoryStore, Outcome, SQLiteStore, Store
+from flowkit.state.cachekey import UncacheableInput, cache_key, code_hash, input_hash, task_version
+from flowkit.state.serializers import JSONSerializer, Serializer
+from flowkit.state.stores import CacheEntry, JSONStore, MemoryStore, Outcome, SQLiteStore, Store
 from flowkit.task import Task
 
 __all__ = ["CacheInfo", "StateManager"]

@@ -36,7 +36,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from flowkit.exceptions import StateError
-from flowkit.stores.base import CacheEntry, Outcome, Store, belongs_to, open_private
+from flowkit.state.stores.base import CacheEntry, Outcome, Store, belongs_to, open_private
 
 try:
     import fcntl

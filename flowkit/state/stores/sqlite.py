@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from flowkit.exceptions import StateError
-from flowkit.stores.base import CacheEntry, Outcome, Store, open_private
+from flowkit.state.stores.base import CacheEntry, Outcome, Store, open_private
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 

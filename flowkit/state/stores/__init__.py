@@ -7,9 +7,9 @@
   concurrent processes.
 """
 
-from flowkit.stores.base import CacheEntry, Outcome, Store
-from flowkit.stores.journal import JSONStore
-from flowkit.stores.memory import MemoryStore
-from flowkit.stores.sqlite import SQLiteStore
+from flowkit.state.stores.base import CacheEntry, Outcome, Store
+from flowkit.state.stores.journal import JSONStore
+from flowkit.state.stores.memory import MemoryStore
+from flowkit.state.stores.sqlite import SQLiteStore
 
 __all__ = ["CacheEntry", "JSONStore", "MemoryStore", "Outcome", "SQLiteStore", "Store"]

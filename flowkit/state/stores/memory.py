@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from flowkit.stores.base import CacheEntry, Outcome, Store, belongs_to
+from flowkit.state.stores.base import CacheEntry, Outcome, Store, belongs_to
 
 __all__ = ["MemoryStore"]
 
