@@ -6,10 +6,12 @@ Decorate plain functions with ``@task``, wire them with ``>>``, call ``DAG().run
 from flowkit.context import RunContext
 from flowkit.dag import DAG, Plan
 from flowkit.exceptions import (
+    CronError,
     DAGCycleError,
     DAGValidationError,
     FlowkitError,
     StateError,
+    StateLockedError,
     TaskDefinitionError,
     TaskExecutionError,
     TaskNotFoundError,
@@ -29,6 +31,7 @@ __all__ = [
     "DAG",
     "SKIPPED",
     "Attempt",
+    "CronError",
     "DAGCycleError",
     "DAGValidationError",
     "FlowkitError",
@@ -39,6 +42,7 @@ __all__ = [
     "RunContext",
     "RunResult",
     "StateError",
+    "StateLockedError",
     "StateManager",
     "Status",
     "Task",

@@ -9,6 +9,8 @@ context as attributes, and says in its message what to do next::
     │   └── DAGCycleError                         a dependency cycle
     ├── TaskNotFoundError     (also KeyError)    an unknown task name
     ├── StateError                                an unreadable or foreign state file
+    │   └── StateLockedError                      another process serves that DAG on that state
+    ├── CronError             (also ValueError)  an invalid cron expression or time zone
     └── TaskExecutionError                        a task failed while running
         └── TaskTimeoutError  (also TimeoutError) an attempt ran out of time
 """
@@ -22,10 +24,12 @@ if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.results import RunResult
 
 __all__ = [
+    "CronError",
     "DAGCycleError",
     "DAGValidationError",
     "FlowkitError",
     "StateError",
+    "StateLockedError",
     "TaskDefinitionError",
     "TaskExecutionError",
     "TaskNotFoundError",
@@ -123,6 +127,37 @@ class StateError(FlowkitError):
         self.path = path
 
 
+class StateLockedError(StateError):
+    """Another process holds the lock of a DAG on a state (it is serving that DAG).
+
+    Attributes:
+        path: the lock file.
+        pid: the process holding it, when known.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, pid: int | None = None):
+        super().__init__(message, path=path)
+        self.pid = pid
+
+
+class CronError(FlowkitError, ValueError):
+    """A cron expression (or a schedule's time zone) is invalid.
+
+    Attributes:
+        expression: the expression as given.
+        field: the field at fault (``"minute"``, ``"hour"``, ``"day of month"``,
+            ``"month"``, ``"day of week"``, ``"tz"``), or ``None`` for the whole.
+    """
+
+    def __init__(self, message: str, *, expression: str, field: str | None):
+        super().__init__(message)
+        self.expression = expression
+        self.field = field
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_plain, (type(self), self.args), self.__dict__)
+
+
 class TaskExecutionError(FlowkitError):
     """A task failed: its function raised, it timed out, or its worker died.
 
@@ -180,4 +215,10 @@ def _rebuild(cls: type[TaskExecutionError], args: tuple[Any, ...]) -> TaskExecut
     error = cls.__new__(cls)
     error.args = args
     error.result = None
+    return error
+
+
+def _rebuild_plain(cls: type[Exception], args: tuple[Any, ...]) -> Exception:
+    error = cls.__new__(cls)
+    error.args = args
     return error
