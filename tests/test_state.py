@@ -842,6 +842,22 @@ def test_a_custom_store_plugs_in() -> None:
     assert store.recorded == 2
 
 
+class LazyCountingStore(CountingStore):
+    """A store that a crash wipes anyway, and says so: records may come late."""
+
+    lazy_records = True
+
+
+def test_a_store_with_lazy_records_gets_them_when_they_are_read() -> None:
+    store = LazyCountingStore()
+    state = StateManager(store=store)
+    DAG(chain(source, double), name="lazy").run(executor="sync", state=state)
+    assert store.recorded == 0
+    latest = state.latest_run("lazy")
+    assert latest is not None and set(latest[1]) == {"source", "double"}
+    assert store.recorded == 2
+
+
 def test_the_state_manager_is_a_context_manager(tmp_path: Path) -> None:
     with StateManager(tmp_path / "s.db") as state:
         DAG([Task(pair, cache_ttl=60)], name="ctx").run(executor="sync", state=state)

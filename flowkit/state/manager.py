@@ -117,10 +117,9 @@ class StateManager:
         self._lock = threading.RLock()
         self._books: dict[str, _RunBook] = {}
         self._hits: dict[str, Any] = {}  # cache key -> stored payload, until reported
-        # An in-memory store loses everything in a crash anyway, so its outcomes
-        # are turned into records only when a resume or a listing reads them:
-        # most runs never pay for it. Finished runs wait here, by DAG name.
-        self._deferred = type(self._store) is MemoryStore
+        self._lazy = self._store.lazy_records
+        # Finished runs whose outcomes wait to be recorded until something reads
+        # them (see _record), by DAG name.
         self._unflushed: dict[str, _RunBook] = {}
 
     @property
@@ -443,14 +442,35 @@ class StateManager:
         entry: CacheEntry | None,
         key: str | None,
     ) -> None:
-        if self._deferred and entry is None and status in _DEFERRABLE:
-            # Its status, value and key are final now. Failures are recorded at
-            # once instead: they are rare, and their errors hold whole tracebacks.
+        """The one way an outcome reaches the store: now, or batched by ``_flush``.
+
+        A store is written as each task finishes, so that a crash can be resumed,
+        unless it declares ``lazy_records`` (the in-memory one: a crash wipes it
+        anyway): then successes and skips wait in the run's book until a resume or
+        a listing reads them, and most runs never pay for the records. Their
+        status, value and key are final by now. Failures and new cache entries are
+        written at once all the same: entries are looked up during the run, and
+        failures are rare and hold whole tracebacks.
+        """
+        if self._lazy and entry is None and status in _DEFERRABLE:
             book.pending.append(state)
             return
+        self._write(book, state, status, stored, payload, entry, key, self.clock())
+
+    def _write(
+        self,
+        book: _RunBook,
+        state: TaskState,
+        status: Status,
+        stored: bool,
+        payload: Any,
+        entry: CacheEntry | None,
+        key: str | None,
+        now: float,
+    ) -> None:
         outcome = Outcome(
             book.dag, book.run_id, state.name, status.value, task_version(state.task),
-            stored, payload if stored else None, self.clock(), key if stored else None,
+            stored, payload if stored else None, now, key if stored else None,
         )
         with self._lock:
             try:
@@ -460,20 +480,15 @@ class StateManager:
                 self._store.record(outcome._replace(has_value=False, value=None, key=None))
 
     def _flush(self, dag: str) -> None:
-        """Turn the deferred outcomes of ``dag``'s last finished run into records."""
+        """Write the outcomes that ``dag``'s last finished run left waiting (see ``_record``)."""
         book = self._unflushed.pop(dag, None)
         if book is None:
             return
         now = self.clock()
         for state in book.pending:
-            stored = state.status.produced_value  # the memory store keeps the objects
-            self._store.record(
-                Outcome(
-                    book.dag, book.run_id, state.name, state.status.value,
-                    task_version(state.task), stored, state.value if stored else None, now,
-                    state.cache_key if stored else None,
-                )
-            )
+            status = state.status
+            stored, payload = self._encode(state) if status.produced_value else (False, None)
+            self._write(book, state, status, stored, payload, None, state.cache_key, now)
 
     # --- looking and cleaning ----------------------------------------------------------
 

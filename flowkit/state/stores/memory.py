@@ -17,6 +17,12 @@ class MemoryStore(Store):
     """
 
     keeps_objects = True
+
+    @property
+    def lazy_records(self) -> bool:  # type: ignore[override]
+        # A crash loses this store anyway, so records may come late — unless a
+        # subclass overrides record() to watch each one as it happens.
+        return type(self).record is MemoryStore.record
     location = "memory"
 
     def __init__(self) -> None:
