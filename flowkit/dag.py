@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from flowkit import render
-from flowkit.aio import AsyncRunner
+from flowkit.backends import Completion, make_backend
+from flowkit.backends.asyncio import AsyncRunner
 from flowkit.context import RunContext
 from flowkit.exceptions import FlowkitError, TaskNotFoundError
-from flowkit.executors import Completion, make_backend
 from flowkit.graph import Graph, upstream_closure
 from flowkit.hooks import HookDispatcher
 from flowkit.logging import LoggingHook

@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from flowkit.aio import AsyncRunner
+from flowkit.backends.asyncio import AsyncRunner
+from flowkit.backends.base import Backend, Completion, timeout_error
 from flowkit.context import RunContext, TaskContext
 from flowkit.exceptions import FlowkitError, TaskExecutionError
-from flowkit.executors import Backend, Completion, timeout_error
 from flowkit.graph import Graph
 from flowkit.hooks import HookDispatcher
 from flowkit.outcome import SKIPPED, Attempt, Status, TaskState

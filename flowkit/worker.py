@@ -8,7 +8,7 @@ so the same functions run in threads, in process pools and on Dask workers.
 
 A worker in another process pickles a result once itself (:class:`Pickled`):
 the executor then ships plain bytes, and the scheduler learns the result's size
-for free, to warn about results too big to travel (see ``flowkit.executors``).
+for free, to warn about results too big to travel (see ``flowkit.backends.futures``).
 """
 
 from __future__ import annotations

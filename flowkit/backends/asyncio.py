@@ -19,8 +19,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from flowkit.backends.base import Completion, timeout_error
 from flowkit.context import TaskContext, current_task
-from flowkit.executors import Completion, timeout_error
 from flowkit.task import Task
 from flowkit.worker import Outcome
 
