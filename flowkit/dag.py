@@ -14,9 +14,11 @@ import contextvars
 import functools
 import queue
 import random
+import reprlib
 import secrets
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -25,7 +27,7 @@ from flowkit.backends import Completion, make_backend
 from flowkit.backends.asyncio import AsyncRunner
 from flowkit.context import RunContext
 from flowkit.exceptions import FlowkitError, TaskNotFoundError
-from flowkit.graph import Graph, upstream_closure
+from flowkit.graph import Graph, stale_message, stale_upstream, upstream_closure
 from flowkit.hooks import HookDispatcher
 from flowkit.logging import LoggingHook
 from flowkit.results import RunResult
@@ -59,8 +61,8 @@ class DAG:
     """A set of tasks and their dependencies, ready to run.
 
     Args:
-        tasks: the tasks to run, each with everything upstream of it; ``None``
-            (the default) takes every task of the registry.
+        tasks: the tasks to run (a list, or a single task), each with everything
+            upstream of it; ``None`` (the default) takes every task of the registry.
         name: the DAG's name, used in logs and state.
         state: a :class:`~flowkit.StateManager` for caching and resume; by
             default each DAG keeps its own in-memory one, so running the same
@@ -75,7 +77,7 @@ class DAG:
 
     def __init__(
         self,
-        tasks: Iterable[Task[..., Any]] | None = None,
+        tasks: Iterable[Task[..., Any]] | Task[..., Any] | None = None,
         *,
         name: str = "default",
         state: StateProtocol | None = None,
@@ -84,9 +86,11 @@ class DAG:
         if not isinstance(name, str) or not name:
             raise FlowkitError(f"a DAG needs a non-empty string name, got {name!r}")
         self.name = name
-        roots = list(registry) if tasks is None else list(tasks)
+        roots = list(registry) if tasks is None else _roots(tasks)
         self._graph = Graph(upstream_closure(roots))
         self._graph.check_signatures()
+        for task, up in stale_upstream(self._graph.tasks):
+            warnings.warn(stale_message(task, up), UserWarning, stacklevel=2)
         self._subgraphs: dict[tuple[str, ...], Graph] = {}
         self.state: StateProtocol = state if state is not None else StateManager()
 
@@ -115,22 +119,45 @@ class DAG:
     def __repr__(self) -> str:
         return f"<DAG {self.name!r} with {len(self)} tasks>"
 
-    def _select(self, targets: Sequence[str] | str | None) -> Graph:
+    def _select(self, targets: Targets) -> Graph:
         """The graph of ``targets`` and their upstream closure (all tasks for ``None``)."""
         if targets is None:
             return self._graph
-        if isinstance(targets, str):
-            targets = [targets]
-        key = tuple(targets)
+        key = self._target_names(targets)
         graph = self._subgraphs.get(key)
         if graph is None:
             chosen = [self[name] for name in key]  # TaskNotFoundError for unknown names
             graph = self._subgraphs[key] = Graph(upstream_closure(chosen))
         return graph
 
+    def _target_names(self, targets: Sequence[str | Task[..., Any]] | str | Task[..., Any]) \
+            -> tuple[str, ...]:
+        """Names of ``targets`` (names or Task objects), each checked to be of this DAG."""
+        if isinstance(targets, str | Task):
+            targets = [targets]
+        if not isinstance(targets, Iterable):
+            raise FlowkitError(
+                f"targets must be task names or Task objects (or a list of them), got {targets!r}"
+            )
+        names = []
+        for target in targets:
+            if isinstance(target, Task):
+                if self._graph.index.get(target.name) is not None and self[target.name] \
+                        is not target:
+                    raise FlowkitError(
+                        f"targets: task {target.name!r} is not the one in DAG {self.name!r}, "
+                        "which has another task of that name (was it redefined after the "
+                        "DAG was built?). Build the DAG again from the new task."
+                    )
+                target = target.name
+            elif not isinstance(target, str):
+                raise FlowkitError(f"targets must be task names or Task objects, got {target!r}")
+            names.append(target)
+        return tuple(names)
+
     # --- planning and running -----------------------------------------------------
 
-    def plan(self, targets: Sequence[str] | str | None = None) -> Plan:
+    def plan(self, targets: Targets = None) -> Plan:
         """The order in which a run would start tasks, without calling any.
 
         Raises:
@@ -149,7 +176,7 @@ class DAG:
         executor: str | cf.Executor = "thread",
         max_workers: int | None = None,
         fail_fast: bool = True,
-        targets: Sequence[str] | str | None = None,
+        targets: Targets = None,
         state: StateProtocol | None = None,
         resume: bool = False,
         hooks: Sequence[object] = (),
@@ -169,7 +196,8 @@ class DAG:
             max_workers: size of the thread or process pool flowkit creates.
             fail_fast: stop at the first failure (default) or let independent
                 branches go on.
-            targets: run only these tasks and what they depend on.
+            targets: run only these tasks (names or Task objects) and what they
+                depend on.
             state: a state manager for this run instead of the DAG's own.
             resume: restore tasks that succeeded in this DAG's latest run in
                 ``state`` and run the rest.
@@ -195,7 +223,7 @@ class DAG:
                 f"max_concurrency must be a positive integer or None, got {max_concurrency!r}"
             )
         graph = self._select(targets)
-        params = dict(params or {})
+        params = _params(params)
         # A parameter of a task that targets leaves out is not a typo.
         outside = self._graph.parameter_names() if graph is not self._graph and params else ()
         keyword_inputs = graph.bind_params(params, outside)
@@ -262,6 +290,44 @@ class DAG:
         """The DAG as Graphviz DOT; given a run's ``result``, coloured by status."""
         statuses = None if result is None else {n: s.status for n, s in result.states.items()}
         return render.to_dot(self._graph.upstream_names, statuses, name=self.name)
+
+
+Targets = Sequence[str | Task[..., Any]] | str | Task[..., Any] | None
+"""What ``targets=`` takes: task names or Task objects, one or a list of them."""
+
+
+def _roots(tasks: object) -> list[Task[..., Any]]:
+    """The tasks a DAG is built from: a single task, or an iterable of tasks."""
+    if isinstance(tasks, Task):
+        return [tasks]
+    if isinstance(tasks, str):
+        raise FlowkitError(
+            f"DAG({tasks!r}): the first argument is the DAG's tasks; pass its name by "
+            f"keyword, DAG(name={tasks!r}), or DAG([task, ...], name={tasks!r})"
+        )
+    if not isinstance(tasks, Iterable):
+        raise FlowkitError(
+            f"DAG(tasks) takes a task or a list of tasks, got {type(tasks).__name__} {tasks!r}"
+        )
+    return list(tasks)
+
+
+def _params(params: object) -> dict[str, Any]:
+    """``params`` as a dict, after checking it maps parameter names to values."""
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise FlowkitError(
+            f"params must be a mapping of parameter name to value, e.g. params={{'day': "
+            f"'2026-11-28'}}; got {type(params).__name__} {reprlib.repr(params)}"
+        )
+    for name in params:
+        if not isinstance(name, str):
+            raise FlowkitError(
+                f"params: a parameter name must be a string, got {name!r}; "
+                "the keys of params are the names of the tasks' parameters"
+            )
+    return dict(params)
 
 
 class _AsyncCaller:

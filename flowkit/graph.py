@@ -11,9 +11,9 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from flowkit.exceptions import DAGCycleError, DAGValidationError, TaskDefinitionError
-from flowkit.task import Task
+from flowkit.task import MapTask, Task
 
-__all__ = ["Graph", "upstream_closure"]
+__all__ = ["Graph", "stale_message", "stale_upstream", "upstream_closure"]
 
 
 def upstream_closure(roots: Iterable[object]) -> list[Task[..., Any]]:
@@ -57,6 +57,30 @@ def upstream_closure(roots: Iterable[object]) -> list[Task[..., Any]]:
                 _check_unique(names, done)
                 order.append(done)
     return order
+
+
+def stale_upstream(tasks: Sequence[Task[..., Any]]) -> list[tuple[Task[..., Any], Task[..., Any]]]:
+    """``(task, upstream)`` pairs where ``upstream`` is no longer its registry's
+    task of that name: it was defined again (a notebook cell or a module run
+    again) after it was wired, so the DAG would run the old definition."""
+    stale = []
+    for task in tasks:
+        for up in task._upstream:
+            current = up.registry.get(up.name)
+            if current is None or current is up:
+                continue
+            if isinstance(current, MapTask) and current.template is up:
+                continue  # ``up.map()`` took the name over: a template, not a redefinition
+            stale.append((task, up))
+    return stale
+
+
+def stale_message(task: Task[..., Any], up: Task[..., Any]) -> str:
+    return (
+        f"task {task.name!r} is wired to an old definition of {up.name!r}: {up.name!r} was "
+        "defined again after the wiring, and this DAG runs the old one. Re-run the wiring "
+        f"({up.name} >> {task.name}) after redefining a task, then build the DAG again."
+    )
 
 
 def _check_unique(names: dict[str, Task[..., Any]], task: Task[..., Any]) -> None:

@@ -63,9 +63,10 @@ class TaskOptions:
 
         if not _is_int(self.retries) or self.retries < 0:
             raise fail("retries", "must be an integer >= 0")
-        for option in ("retry_delay", "jitter"):
-            if not _is_number(getattr(self, option)) or getattr(self, option) < 0:
-                raise fail(option, "must be a number >= 0 (seconds)")
+        if not _is_number(self.retry_delay) or self.retry_delay < 0:
+            raise fail("retry_delay", "must be a number >= 0 (seconds)")
+        if not _is_number(self.jitter) or self.jitter < 0:
+            raise fail("jitter", "must be a number >= 0, a fraction of the delay (0.1: up to 10%)")
         if not _is_number(self.backoff) or self.backoff < 1:
             raise fail("backoff", "must be a number >= 1 (1 keeps the delay constant)")
         if self.max_delay is not None and (not _is_number(self.max_delay) or self.max_delay < 0):
@@ -502,7 +503,24 @@ def _default_registry() -> Registry:
 
 
 @overload
-def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+def task(
+    fn: Callable[P, R],
+    /,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    backoff: float = 2.0,
+    max_delay: float | None = None,
+    jitter: float = 0.0,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
+    timeout: float | None = None,
+    when: Callable[..., Any] | None = None,
+    trigger: Trigger = "all_success",
+    cache_ttl: float | None = None,
+    cache_key: Callable[..., Any] | None = None,
+    registry: Registry | None = None,
+) -> Task[P, R]: ...
 @overload
 def task(
     *,
@@ -521,7 +539,7 @@ def task(
     registry: Registry | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(fn: Callable[P, R] | None = None, /, **options: Any) -> object:
-    """Turn a function into a :class:`Task`; use bare (``@task``) or with options.
+    """Turn a function into a :class:`Task`: ``@task``, ``@task(...)``, or ``task(fn, ...)``.
 
     Args:
         name: the task's name (default: the function's ``__name__``).
@@ -542,10 +560,8 @@ def task(fn: Callable[P, R] | None = None, /, **options: Any) -> object:
     Raises:
         TaskDefinitionError: an option is invalid; the message names the task and option.
     """
-    if fn is not None:
-        if options:
-            raise TaskDefinitionError("use either @task or @task(...), not both at once")
-        return Task(fn)
+    if fn is not None:  # @task, or task(fn, name=..., ...) like Task(fn, ...)
+        return Task(fn, **options)
 
     def decorate(function: Callable[P, R]) -> Task[P, R]:
         return Task(function, **options)

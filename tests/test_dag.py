@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,21 @@ def test_dag_from_a_list_adds_everything_upstream() -> None:
     assert d.name not in DAG([b]).run(executor="sync")
 
 
+def test_dag_from_a_single_task() -> None:
+    a, b = labelled("a"), labelled("b")
+    a >> b
+    assert [t.name for t in DAG(b).tasks] == ["a", "b"]
+    assert DAG(b).run(executor="sync")["b"] == ("b", (("a", ()),))
+
+
+@pytest.mark.parametrize(
+    ("tasks", "hint"), [("etl", r"DAG\(name='etl'\)"), (42, "a task or a list of tasks")]
+)
+def test_dag_says_what_to_pass_for_tasks(tasks: Any, hint: str) -> None:
+    with pytest.raises(FlowkitError, match=hint):
+        DAG(tasks)
+
+
 def test_dag_tasks_are_in_topological_order() -> None:
     d, c, b, a = labelled("d"), labelled("c"), labelled("b"), labelled("a")
     a >> [b, c] >> d
@@ -217,6 +233,55 @@ def test_two_distinct_tasks_with_one_name_are_refused() -> None:
     [first, second] >> join  # ...but both are still wired
     with pytest.raises(FlowkitError, match="'extract'"):
         DAG([join])
+
+
+def test_a_dag_wired_to_a_redefined_task_says_so() -> None:
+    """A notebook: the cell defining extract runs again, the wiring cell does not."""
+
+    @task
+    def extract() -> int:
+        return 1
+
+    @task
+    def transform(x: int) -> int:
+        return x * 10
+
+    extract >> transform
+
+    @task  # type: ignore[no-redef]
+    def extract() -> int:
+        return 2
+
+    with pytest.warns(UserWarning, match=r"'transform' is wired to an old definition of "
+                      r"'extract'.*extract >> transform") as caught:
+        dag = DAG([transform])
+    assert caught[0].filename == __file__  # points at the DAG(...) call
+    assert dag.run(executor="sync")["transform"] == 10  # as it said: the old one
+
+    @task  # type: ignore[no-redef]
+    def transform(x: int) -> int:
+        return x * 10
+
+    extract >> transform  # every cell run again: no warning, the new code runs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert DAG([transform]).run(executor="sync")["transform"] == 20
+
+
+def test_a_mapped_template_or_a_fresh_dag_gives_no_warning() -> None:
+    @task
+    def items() -> list[int]:
+        return [1, 2]
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    items >> double
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        double.map()  # takes the name 'double' over in the registry: no redefinition
+        assert DAG([double]).run(executor="sync")["double"] == 2 * [1, 2]
 
 
 def test_dag_name_must_be_a_non_empty_string() -> None:
@@ -364,6 +429,28 @@ def test_targets_may_be_a_single_name() -> None:
     a >> b
     run = DAG().run(executor="sync", targets="b")
     assert list(run.states) == ["a", "b"]
+
+
+def test_targets_may_be_task_objects() -> None:
+    a, b, c = labelled("a"), labelled("b"), labelled("c")
+    a >> b
+    dag = DAG()
+    assert list(dag.run(executor="sync", targets=[b]).states) == ["a", "b"]
+    assert list(dag.run(executor="sync", targets=c).states) == ["c"]
+    assert dag.plan([a, "c"]).order == ["a", "c"]
+
+
+def test_a_target_task_that_is_not_the_dags_own_is_refused() -> None:
+    old = labelled("load")
+    dag = DAG()
+    new = labelled("load")  # a redefinition, after the DAG was built
+    assert dag.run(executor="sync", targets=[old]).ok
+    with pytest.raises(FlowkitError, match="'load' is not the one in DAG"):
+        dag.run(executor="sync", targets=[new])
+    with pytest.raises(FlowkitError, match="task names or Task objects"):
+        dag.run(executor="sync", targets=[3])  # type: ignore[list-item]
+    with pytest.raises(FlowkitError, match="task names or Task objects"):
+        dag.plan(3)  # type: ignore[arg-type]
 
 
 def test_unknown_target_raises_task_not_found() -> None:

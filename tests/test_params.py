@@ -117,3 +117,24 @@ def test_a_parameter_of_a_task_outside_targets_is_no_typo() -> None:
     assert run["first"] == "d" and "second" not in run.states
     with pytest.raises(DAGValidationError, match="'dya'"):
         DAG().run(executor="sync", targets=["first"], params={"day": "d", "dya": 1})
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (["day"], "params must be a mapping of parameter name to value"),
+        ("day=monday", "params must be a mapping"),
+        ({1: "monday"}, "parameter name must be a string"),
+    ],
+)
+def test_params_that_are_no_mapping_of_names_are_refused(params: object, message: str) -> None:
+    calls: list[str] = []
+
+    @task
+    def use(day: str) -> str:
+        calls.append(day)
+        return day
+
+    with pytest.raises(FlowkitError, match=message):
+        DAG().run(executor="sync", params=params)  # type: ignore[arg-type]
+    assert calls == []

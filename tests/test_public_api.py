@@ -9,6 +9,7 @@ import importlib.resources
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -121,6 +122,13 @@ def test_version_matches_the_package_metadata() -> None:
 
 def test_py_typed_ships_in_the_package() -> None:
     assert importlib.resources.files("flowkit").joinpath("py.typed").is_file()
+
+
+def test_the_license_file_matches_the_declared_license() -> None:
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("MIT License") and "WITHOUT WARRANTY OF ANY KIND" in text
+    assert 'license = "MIT"' in (root / "pyproject.toml").read_text(encoding="utf-8")
 
 
 # --- exceptions ----------------------------------------------------------------------

@@ -163,9 +163,20 @@ def test_function_without_a_name_needs_one() -> None:
     assert Task(callable_object, name="partial_double")() == [2]
 
 
-def test_bare_decorator_refuses_options_at_the_same_time() -> None:
-    with pytest.raises(TaskDefinitionError, match="not both"):
-        task(noop, retries=1)  # type: ignore[call-overload]
+def test_task_called_on_a_function_with_options_is_like_task_class() -> None:
+    made = task(double, name="doubler", retries=2)
+    assert isinstance(made, Task) and made.name == "doubler"
+    assert made.options.retries == 2 and made.fn is double
+    assert flowkit.registry.get("doubler") is made
+    assert made([3]) == [6]
+    with pytest.raises(TaskDefinitionError, match=r"'doubler'.*retries=-1"):
+        task(double, name="doubler", retries=-1)
+
+
+def test_jitter_is_described_as_a_fraction_of_the_delay() -> None:
+    with pytest.raises(TaskDefinitionError, match="fraction of the delay") as info:
+        task(noop, jitter=-1)
+    assert "seconds" not in str(info.value)
 
 
 # --- option validation -------------------------------------------------------

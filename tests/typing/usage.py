@@ -66,6 +66,8 @@ def plain(a: int, b: str) -> tuple[int, str]:
 
 
 explicit = Task(plain, name="explicit", retries=1)
+called = task(plain, name="called", retries=2)
+as_called: Task[[int, str], tuple[int, str]] = called
 my_registry = Registry()
 private = Task(plain, registry=my_registry)
 
@@ -92,6 +94,7 @@ send(1, channel=2)  # type: ignore[arg-type]
 wrong_result: str = load([1])  # type: ignore[assignment]
 task(retries="3")  # type: ignore[call-overload]
 task(trigger="sometimes")  # type: ignore[call-overload]
+task(plain, retries="3")  # type: ignore[call-overload]
 Task(plain, timeout="60")  # type: ignore[arg-type]
 
 # --- wiring ---------------------------------------------------------------------
@@ -114,6 +117,7 @@ extract >> 3  # type: ignore[operator]
 
 dag = DAG(name="etl")
 dag_of_some = DAG([load], name="partial", registry=my_registry)
+dag_of_one = DAG(load, name="one")
 assert_type(dag.tasks, tuple[Task[..., Any], ...])
 assert_type(dag["load"], Task[..., Any])
 
@@ -121,6 +125,8 @@ run = dag.run()
 assert_type(run, RunResult)
 run = dag.run(executor="sync", max_workers=2, fail_fast=False, targets=["load"])
 run = dag.run(executor="process", targets="load", hooks=[object()])
+run = dag.run(targets=[load, "transform"])
+run = dag.run(targets=load)
 run = dag.run(rng=random.Random(0), clock=lambda: 0.0, sleep=lambda seconds: None)
 with cf.ThreadPoolExecutor() as pool:
     run = dag.run(executor=pool)
