@@ -52,7 +52,8 @@ def run_flowkit(client: Any, fn: Callable[[int], int], n: int) -> list[int]:
     tasks = [Task(fn, name=f"noop_{i}", registry=own) for i in range(n)]
     root >> tasks
     run = DAG(tasks, name="dask-overhead").run(executor=client.get_executor())
-    return [run[t.name] for t in tasks]
+    values = dict(run.items())  # every value back in this process, like client.gather
+    return [values[t.name] for t in tasks]
 
 
 def run_map(client: Any, fn: Callable[[int], int], n: int) -> list[int]:
