@@ -26,6 +26,7 @@ from flowkit.state import StateManager
 from flowkit.task import MapTask, Registry, Task, TaskOptions, registry, task
 
 __version__ = "0.1.0"
+"""The version of flowkit, as in its package metadata."""
 
 __all__ = [
     "DAG",

@@ -24,10 +24,11 @@ def backoff_delay(
     The base delay is ``min(max_delay, retry_delay * backoff ** (retry - 1))``;
     jitter adds a uniform random extra of up to ``jitter * base`` seconds.
 
-    >>> [backoff_delay(k, retry_delay=1.0, backoff=2.0, max_delay=5) for k in (1, 2, 3, 4)]
-    [1.0, 2.0, 4.0, 5]
-    >>> backoff_delay(1, retry_delay=2.0, backoff=2.0, jitter=0.5, random=lambda: 1.0)
-    3.0
+    Examples:
+        >>> [backoff_delay(k, retry_delay=1.0, backoff=2.0, max_delay=5) for k in (1, 2, 3, 4)]
+        [1.0, 2.0, 4.0, 5]
+        >>> backoff_delay(1, retry_delay=2.0, backoff=2.0, jitter=0.5, random=lambda: 1.0)
+        3.0
     """
     if retry < 1:
         raise ValueError(f"retry numbers start at 1, got {retry}")

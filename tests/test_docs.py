@@ -1,0 +1,183 @@
+"""The documentation: every Python example runs, every public name is in the reference.
+
+Examples: every ```python block of README.md and docs/**/*.md runs. The blocks
+of one page run in order in one fresh interpreter, from the repository root, as
+``__main__``, so a block may build on the blocks before it on the same page and
+pages cannot leak tasks into each other. Everything outside the blocks is
+blanked rather than dropped, so a traceback's line numbers are the page's own.
+
+Reference: every name exported by ``flowkit``, ``flowkit.testing``,
+``flowkit.stores`` and ``flowkit.serializers`` has a docstring and a
+``::: module.Name`` entry (which mkdocstrings renders) in docs/reference/.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import inspect
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+PUBLIC_MODULES = ("flowkit", "flowkit.testing", "flowkit.stores", "flowkit.serializers")
+
+# Runs a page: keeps only its python blocks, at their own line numbers.
+_RUNNER = """
+import re, sys
+path = sys.argv[1]
+lines, inside = [], False
+for line in open(path, encoding="utf-8").read().splitlines():
+    if not inside and re.fullmatch(r"```python\\s*", line):
+        inside = True
+        lines.append("")
+    elif inside and line.strip() == "```":
+        inside = False
+        lines.append("")
+    else:
+        lines.append(line if inside else "")
+code = compile("\\n".join(lines), path, "exec")
+exec(code, sys.modules["__main__"].__dict__)
+"""
+
+
+def python_blocks(page: Path) -> list[str]:
+    """The ```python blocks of a page, in order."""
+    blocks: list[str] = []
+    block: list[str] | None = None
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if block is None and re.fullmatch(r"```python\s*", line):
+            block = []
+        elif block is not None and line.strip() == "```":
+            blocks.append("\n".join(block))
+            block = None
+        elif block is not None:
+            block.append(line)
+    return blocks
+
+
+RUNNABLE = [page for page in PAGES if python_blocks(page)]
+
+
+def _id(page: Path) -> str:
+    return page.relative_to(ROOT).as_posix()
+
+
+def test_the_documentation_has_runnable_examples() -> None:
+    assert len(RUNNABLE) >= 10
+    assert ROOT / "README.md" in RUNNABLE
+
+
+@pytest.mark.parametrize("page", RUNNABLE, ids=_id)
+def test_page_examples_run(page: Path) -> None:
+    source = "\n".join(python_blocks(page))
+    if "dask" in source and not _has("distributed"):
+        pytest.skip("dask.distributed is not installed (poetry install --with dist)")
+    result = subprocess.run(
+        [sys.executable, "-c", _RUNNER, _id(page)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"an example in {_id(page)} failed:\n{result.stderr}"
+
+
+def test_the_runner_reports_the_page_and_line(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n\n```python\nx = 1\n```\n\ntext\n\n```python\nassert x == 2\n```\n")
+    result = subprocess.run(
+        [sys.executable, "-c", _RUNNER, str(page)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert f'File "{page}", line 10' in result.stderr
+
+
+def public_names() -> list[tuple[str, str]]:
+    """(module, name) for every exported name of the public modules."""
+    pairs = []
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        pairs += [(module_name, name) for name in module.__all__]
+    return pairs
+
+
+def reference_entries() -> set[str]:
+    entries = set()
+    for page in (ROOT / "docs" / "reference").glob("*.md"):
+        for line in page.read_text(encoding="utf-8").splitlines():
+            match = re.fullmatch(r":::\s+([\w.]+)\s*", line)
+            if match:
+                entries.add(match.group(1))
+    return entries
+
+
+def test_every_public_name_is_in_the_reference() -> None:
+    entries = reference_entries()
+    missing = [f"{module}.{name}" for module, name in public_names()]
+    missing = [path for path in missing if path not in entries]
+    assert not missing, f"add a '::: NAME' line to a page of docs/reference/ for: {missing}"
+
+
+def test_the_reference_names_only_what_exists() -> None:
+    for entry in reference_entries():
+        module_name, _, name = entry.rpartition(".")
+        assert hasattr(importlib.import_module(module_name), name), entry
+
+
+@pytest.mark.parametrize(("module", "name"), public_names(), ids=lambda part: str(part))
+def test_every_public_name_has_a_docstring(module: str, name: str) -> None:
+    obj = getattr(importlib.import_module(module), name)
+    if inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj):
+        doc = inspect.getdoc(obj)
+    else:  # a constant or an instance: the string literal below its assignment
+        doc = attribute_docstring(name)
+    assert doc and doc.strip(), f"{module}.{name} has no docstring"
+
+
+def test_the_readme_lists_every_public_name() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    import flowkit
+
+    missing = [name for name in flowkit.__all__ if f"`{name}`" not in readme]
+    assert not missing, f"add these names to the README's table of the public API: {missing}"
+
+
+def attribute_docstring(name: str) -> str | None:
+    """The docstring of a module-level assignment to ``name`` anywhere in flowkit."""
+    for path in sorted((ROOT / "flowkit").rglob("*.py")):
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        for statement, following in itertools.pairwise(body):
+            if _assigns(statement, name) and _is_string(following):
+                return str(following.value.value)  # type: ignore[attr-defined]
+    return None
+
+
+def _assigns(statement: ast.stmt, name: str) -> bool:
+    if isinstance(statement, ast.Assign):
+        targets: list[Any] = statement.targets
+    elif isinstance(statement, ast.AnnAssign):
+        targets = [statement.target]
+    else:
+        return False
+    return any(isinstance(target, ast.Name) and target.id == name for target in targets)
+
+
+def _is_string(statement: ast.stmt) -> bool:
+    return (
+        isinstance(statement, ast.Expr)
+        and isinstance(statement.value, ast.Constant)
+        and isinstance(statement.value.value, str)
+    )
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
