@@ -1,4 +1,10 @@
-"""The outcome of a whole run: :class:`RunResult`."""
+"""The outcome of a whole run: :class:`RunResult`, plain data about what happened.
+
+Presentation sits above this module: :mod:`flowkit.render` and
+:mod:`flowkit.report` read a ``RunResult``; this module never loads them at
+import. Its ``to_html``/``to_mermaid``/``to_dot`` conveniences fetch them when
+called, so ``import flowkit`` stays light.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from flowkit import render, report
 from flowkit.outcome import Status, TaskState
 
 __all__ = ["RunResult"]
@@ -132,7 +137,9 @@ class RunResult(Mapping[str, Any]):
 
         Writes it to ``path`` (UTF-8) when one is given, and returns it either way.
         """
-        page = report.render_html(self)
+        from flowkit.report import render_html  # presentation: loaded when asked for
+
+        page = render_html(self)
         if path is not None:
             with open(path, "w", encoding="utf-8") as file:
                 file.write(page)
@@ -140,12 +147,16 @@ class RunResult(Mapping[str, Any]):
 
     def to_mermaid(self) -> str:
         """The run's graph as a Mermaid flowchart, nodes coloured by status."""
-        return render.to_mermaid(self.graph, {n: s.status for n, s in self.states.items()})
+        from flowkit.render import to_mermaid  # presentation: loaded when asked for
+
+        return to_mermaid(self.graph, {n: s.status for n, s in self.states.items()})
 
     def to_dot(self) -> str:
         """The run's graph as Graphviz DOT, nodes coloured by status."""
+        from flowkit.render import to_dot  # presentation: loaded when asked for
+
         statuses = {n: s.status for n, s in self.states.items()}
-        return render.to_dot(self.graph, statuses, name=self.dag_name)
+        return to_dot(self.graph, statuses, name=self.dag_name)
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{n} {status.value}" for status, n in self.counts.items())

@@ -35,7 +35,7 @@ from flowkit.exceptions import StateError
 from flowkit.outcome import Status, TaskState
 from flowkit.state.cachekey import UncacheableInput, cache_key, code_hash, input_hash, task_version
 from flowkit.state.serializers import JSONSerializer, Serializer
-from flowkit.state.stores import CacheEntry, JSONStore, MemoryStore, Outcome, SQLiteStore, Store
+from flowkit.state.stores import CacheEntry, JSONStore, MemoryStore, Outcome, Store
 from flowkit.task import Task
 
 __all__ = ["CacheInfo", "StateManager"]
@@ -131,7 +131,7 @@ class StateManager:
     def backend(self) -> str:
         """``"memory"``, ``"json"``, ``"sqlite"``, or ``"custom"``."""
         kind = type(self._store)
-        return {MemoryStore: "memory", JSONStore: "json", SQLiteStore: "sqlite"}.get(kind, "custom")
+        return _BACKENDS.get(f"{kind.__module__}.{kind.__qualname__}", "custom")
 
     def __repr__(self) -> str:
         where = "" if self.path is None else f"{self.path!r}, "
@@ -552,6 +552,12 @@ class StateManager:
 
 
 _MISSING: Any = object()
+# Our stores by qualified name, so that telling them apart loads none of them.
+_BACKENDS = {
+    "flowkit.state.stores.memory.MemoryStore": "memory",
+    "flowkit.state.stores.journal.JSONStore": "json",
+    "flowkit.state.stores.sqlite.SQLiteStore": "sqlite",
+}
 _DEFERRABLE = frozenset({Status.SUCCESS, Status.CACHED, Status.SKIPPED})
 _PARAMS = "<params>"  # the run's parameters, recorded beside its outcomes (no task has this name)
 
@@ -595,5 +601,7 @@ def _make_store(
         raise StateError("the memory state backend takes no path; drop the path or the backend")
     text = os.fspath(path)
     if backend == "sqlite" or (backend is None and text.lower().endswith(_SQLITE_SUFFIXES)):
+        from flowkit.state.stores.sqlite import SQLiteStore  # loads sqlite3: only when used
+
         return SQLiteStore(text)
     return JSONStore(text)

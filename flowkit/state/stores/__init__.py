@@ -7,9 +7,22 @@
   concurrent processes.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from flowkit.state.stores.base import CacheEntry, Outcome, Store
 from flowkit.state.stores.journal import JSONStore
 from flowkit.state.stores.memory import MemoryStore
-from flowkit.state.stores.sqlite import SQLiteStore
+
+if TYPE_CHECKING:  # pragma: no cover - loaded on first use, below
+    from flowkit.state.stores.sqlite import SQLiteStore
 
 __all__ = ["CacheEntry", "JSONStore", "MemoryStore", "Outcome", "SQLiteStore", "Store"]
+
+
+def __getattr__(name: str) -> Any:
+    # sqlite3 takes a while to import and most runs never use it: load on first use.
+    if name == "SQLiteStore":
+        from flowkit.state.stores.sqlite import SQLiteStore
+
+        return SQLiteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

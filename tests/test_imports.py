@@ -1,0 +1,49 @@
+"""What ``import flowkit`` loads: the heavy parts wait until a run needs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+# Loaded only by what needs them: an SQLite state, an HTML report.
+LAZY = ("sqlite3", "flowkit.report", "flowkit.state.stores.sqlite")
+
+
+def _loaded_after(code: str) -> set[str]:
+    script = f"import sys\n{code}\nimport json\nprint(json.dumps(sorted(sys.modules)))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    return set(json.loads(done.stdout))
+
+
+def test_import_flowkit_loads_none_of_the_heavy_modules() -> None:
+    loaded = _loaded_after("import flowkit")
+    assert not loaded & set(LAZY), sorted(loaded & set(LAZY))
+
+
+@pytest.mark.parametrize(
+    ("code", "needed"),
+    [
+        ("import flowkit.stores as s; s.SQLiteStore", "sqlite3"),
+        ("import flowkit; flowkit.StateManager('x.db')", "flowkit.state.stores.sqlite"),
+        (
+            "import flowkit; r = flowkit.DAG([flowkit.Task(int, name='n')]).run(executor='sync');"
+            " r.to_html()",
+            "flowkit.report",
+        ),
+    ],
+)
+def test_each_heavy_module_loads_when_it_is_needed(code: str, needed: str) -> None:
+    assert needed in _loaded_after(code)
+
+
+def test_the_stores_module_still_refuses_unknown_names() -> None:
+    import flowkit.stores
+
+    assert flowkit.stores.SQLiteStore.__name__ == "SQLiteStore"
+    with pytest.raises(AttributeError, match="Nope"):
+        flowkit.stores.Nope  # noqa: B018 - the lookup is the test
