@@ -20,12 +20,13 @@ import pickle
 import sys
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import field
+from typing import Any, Generic, Literal, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from flowkit.exceptions import TaskDefinitionError
 
-__all__ = ["MapTask", "Registry", "Task", "TaskOptions", "registry", "task"]
+__all__ = ["MapTask", "Registry", "Task", "TaskOptionArgs", "TaskOptions", "registry", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,73 +36,236 @@ Trigger = Literal["all_success", "none_failed", "all_done"]
 TRIGGERS: tuple[str, ...] = ("all_success", "none_failed", "all_done")
 
 
+class _Invalid(Exception):
+    """An option value fails its check; the message says what it must be."""
+
+
+def _spec(check: Callable[[Any], Any], meaning: str, shown: str = "") -> dict[str, Any]:
+    """The metadata of a :class:`TaskOptions` field: its check and what it means.
+
+    ``check`` returns the value (normalised if need be) or raises :class:`_Invalid`.
+    ``meaning`` and ``shown`` (the default as the docs write it; ``repr`` of
+    the default if empty) make the option's row in :func:`options_table`.
+    """
+    return {"check": check, "meaning": meaning, "shown": shown}
+
+
+def _count(minimum: int, unit: str = "") -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if not _is_int(value) or value < minimum:
+            raise _Invalid(f"must be an integer >= {minimum}{unit}")
+        return value
+
+    return check
+
+
+def _any_int(value: Any) -> Any:
+    if not _is_int(value):
+        raise _Invalid("must be an integer (higher starts first)")
+    return value
+
+
+def _seconds(
+    minimum: float, *, optional: bool, strict: bool = False, more: str = " (seconds)"
+) -> Callable[[Any], Any]:
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    problem = f"must be {'None or ' if optional else ''}a number {bound}{more}"
+
+    def check(value: Any) -> Any:
+        if value is None and optional:
+            return value
+        if not _is_number(value) or value < minimum or (strict and value == minimum):
+            raise _Invalid(problem)
+        return value
+
+    return check
+
+
+def _callable_or_none(value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise _Invalid("must be a callable that takes the task's inputs")
+    return value
+
+
+def _trigger(value: Any) -> Any:
+    if value not in TRIGGERS:
+        raise _Invalid(f"is not a trigger rule; use one of {', '.join(TRIGGERS)}")
+    return value
+
+
+def _exception_types(value: Any) -> Any:
+    if isinstance(value, type):
+        value = (value,)
+    if not isinstance(value, tuple) or not all(
+        isinstance(e, type) and issubclass(e, BaseException) for e in value
+    ):
+        raise _Invalid("must be an exception class or a tuple of them")
+    return value
+
+
+def _pool_name(value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise _Invalid("must be None or the name of a pool given to run(pools=...)")
+    return value
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskOptions:
-    """How the scheduler runs a task. See ``@task`` for the meaning of each option."""
+    """How the scheduler runs a task: the one definition of the task options.
 
-    retries: int = 0
-    retry_delay: float = 0.0
-    backoff: float = 2.0
-    max_delay: float | None = None
-    jitter: float = 0.0
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
-    timeout: float | None = None
-    when: Callable[..., Any] | None = None
-    trigger: Trigger = "all_success"
-    cache_ttl: float | None = None
-    cache_key: Callable[..., Any] | None = None
+    ``@task``, :class:`Task`, the checks made when a task is defined and the
+    option table of the documentation all derive from these fields.
+    """
+
+    retries: int = field(default=0, metadata=_spec(_count(0), "extra attempts after a failure"))
+    retry_delay: float = field(
+        default=0.0, metadata=_spec(_seconds(0, optional=False), "seconds before the first retry")
+    )
+    backoff: float = field(
+        default=2.0,
+        metadata=_spec(
+            _seconds(1, optional=False, more=" (1 keeps the delay constant)"),
+            "multiplier of the delay for each further retry (≥ 1)",
+        ),
+    )
+    max_delay: float | None = field(
+        default=None, metadata=_spec(_seconds(0, optional=True), "cap on the delay, in seconds")
+    )
+    jitter: float = field(
+        default=0.0,
+        metadata=_spec(
+            _seconds(0, optional=False, more=", a fraction of the delay (0.1: up to 10%)"),
+            "a fraction of the delay: adds up to `jitter × delay` random seconds "  # noqa: RUF001
+            "(`0.1`: up to 10 % more)",
+        ),
+    )
+    retry_on: tuple[type[BaseException], ...] = field(
+        default=(Exception,),
+        metadata=_spec(_exception_types, "exception types that are retried", "(Exception,)"),
+    )
+    timeout: float | None = field(
+        default=None,
+        metadata=_spec(
+            _seconds(0, optional=True, strict=True),
+            "seconds an attempt may run before it fails with `TaskTimeoutError`",
+        ),
+    )
+    when: Callable[..., Any] | None = field(
+        default=None,
+        metadata=_spec(
+            _callable_or_none, "predicate over the task's inputs; falsy skips the task"
+        ),
+    )
+    trigger: Trigger = field(
+        default="all_success",
+        metadata=_spec(
+            _trigger, '`"all_success"`, `"none_failed"` or `"all_done"`', '"all_success"'
+        ),
+    )
+    cache_ttl: float | None = field(
+        default=None,
+        metadata=_spec(
+            _seconds(0, optional=True, more=" (seconds), or math.inf"),
+            "seconds a cached result stays valid (`math.inf`: forever; `None`: no caching)",
+        ),
+    )
+    cache_key: Callable[..., Any] | None = field(
+        default=None,
+        metadata=_spec(
+            _callable_or_none, "function of the inputs that replaces them in the cache key"
+        ),
+    )
+    priority: int = field(
+        default=0,
+        metadata=_spec(_any_int, "among the tasks ready to start, higher starts first"),
+    )
+    pool: str | None = field(
+        default=None,
+        metadata=_spec(
+            _pool_name, "the resource pool (`run(pools={...})`) whose slots the task takes"
+        ),
+    )
+    pool_slots: int = field(
+        default=1, metadata=_spec(_count(1), "how many slots of `pool` an attempt takes")
+    )
 
     def validated(self, task_name: str) -> TaskOptions:
         """Return these options after checking each one, or raise ``TaskDefinitionError``."""
+        changes: dict[str, Any] = {}
+        for option in _FIELDS:
+            value = getattr(self, option.name)
+            checked = _check(option.name, value, task_name)
+            if checked is not value:
+                changes[option.name] = checked
+        return dataclasses.replace(self, **changes) if changes else self
 
-        def fail(option: str, problem: str) -> TaskDefinitionError:
-            return TaskDefinitionError(
-                f"task {task_name!r}: option {option}={getattr(self, option)!r} {problem}",
-                task_name=task_name,
-                option=option,
-            )
-
-        if not _is_int(self.retries) or self.retries < 0:
-            raise fail("retries", "must be an integer >= 0")
-        if not _is_number(self.retry_delay) or self.retry_delay < 0:
-            raise fail("retry_delay", "must be a number >= 0 (seconds)")
-        if not _is_number(self.jitter) or self.jitter < 0:
-            raise fail("jitter", "must be a number >= 0, a fraction of the delay (0.1: up to 10%)")
-        if not _is_number(self.backoff) or self.backoff < 1:
-            raise fail("backoff", "must be a number >= 1 (1 keeps the delay constant)")
-        if self.max_delay is not None and (not _is_number(self.max_delay) or self.max_delay < 0):
-            raise fail("max_delay", "must be None or a number >= 0 (seconds)")
-        if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
-            raise fail("timeout", "must be None or a number > 0 (seconds)")
-        if self.cache_ttl is not None and (not _is_number(self.cache_ttl) or self.cache_ttl < 0):
-            raise fail("cache_ttl", "must be None, a number of seconds >= 0, or math.inf")
-        if self.when is not None and not callable(self.when):
-            raise fail("when", "must be a callable that takes the task's inputs")
-        if self.cache_key is not None and not callable(self.cache_key):
-            raise fail("cache_key", "must be a callable that takes the task's inputs")
-        if self.trigger not in TRIGGERS:
-            raise fail("trigger", f"is not a trigger rule; use one of {', '.join(TRIGGERS)}")
-        retry_on = self.retry_on
-        if isinstance(retry_on, type):
-            retry_on = (retry_on,)
-        if not isinstance(retry_on, tuple) or not all(
-            isinstance(e, type) and issubclass(e, BaseException) for e in retry_on
-        ):
-            raise fail("retry_on", "must be an exception class or a tuple of them")
-        if retry_on is not self.retry_on:
-            return dataclasses.replace(self, retry_on=retry_on)
-        return self
+    @classmethod
+    def given(cls, options: Mapping[str, Any], task_name: str) -> TaskOptions:
+        """The options passed by keyword to ``Task``/``@task``, checked (the rest are defaults)."""
+        return cls(**{name: _check(name, value, task_name) for name, value in options.items()})
 
 
+def _check(name: str, value: Any, task_name: str) -> Any:
+    """``value`` for option ``name``, normalised; ``TaskDefinitionError`` if it is invalid."""
+    option = _BY_NAME.get(name)
+    if option is None:
+        raise TaskDefinitionError(
+            f"task {task_name!r}: unknown option {name}=; the options are "
+            f"{', '.join(_BY_NAME)} (and name=, registry=)",
+            task_name=task_name,
+            option=name,
+        )
+    try:
+        return option.metadata["check"](value)
+    except _Invalid as problem:
+        raise TaskDefinitionError(
+            f"task {task_name!r}: option {name}={value!r} {problem}",
+            task_name=task_name,
+            option=name,
+        ) from None
+
+
+class TaskOptionArgs(TypedDict, total=False):
+    """The keyword arguments ``Task(...)``/``@task(...)`` take for :class:`TaskOptions`.
+
+    For type checkers only; the fields of :class:`TaskOptions` are the definition
+    (a test keeps the two in step). ``retry_on`` also takes a single class.
+    """
+
+    retries: int
+    retry_delay: float
+    backoff: float
+    max_delay: float | None
+    jitter: float
+    retry_on: type[BaseException] | tuple[type[BaseException], ...]
+    timeout: float | None
+    when: Callable[..., Any] | None
+    trigger: Trigger
+    cache_ttl: float | None
+    cache_key: Callable[..., Any] | None
+    priority: int
+    pool: str | None
+    pool_slots: int
+
+
+_FIELDS = dataclasses.fields(TaskOptions)
+_BY_NAME = {option.name: option for option in _FIELDS}
 _DEFAULT_OPTIONS = TaskOptions()
 
 
-_DEFAULT_VALUES = dataclasses.astuple(_DEFAULT_OPTIONS)
-
-
-def _all_default(*values: object) -> bool:
-    """Whether the options passed to Task are the defaults (then they need no checks)."""
-    return values == _DEFAULT_VALUES
+def options_table() -> str:
+    """The Markdown table of the task options, as the documentation shows it."""
+    rows = [
+        "| option | default | meaning |",
+        "| --- | --- | --- |",
+        "| `name` | the function's `__name__` | unique name in the DAG, used in results, logs "
+        "and state |",
+    ]
+    for option in _FIELDS:
+        meta = option.metadata
+        shown = meta["shown"] or repr(option.default)
+        rows.append(f"| `{option.name}` | `{shown}` | {meta['meaning']} |")
+    return "\n".join(rows) + "\n"
 
 
 def _is_number(value: object) -> bool:
@@ -128,7 +292,6 @@ class Signature:
     variadic: bool  # has *args
     keyword_only: tuple[str, ...]
     required_keywords: tuple[str, ...]  # keyword-only parameters without a default
-    text: str = ""  # the signature as written, when known; see describe()
 
     @property
     def max_positional(self) -> float:
@@ -137,12 +300,25 @@ class Signature:
 
     @classmethod
     def of(cls, fn: Callable[..., Any]) -> Signature:
-        if isinstance(fn, types.FunctionType):
-            return cls._of_function(fn)
+        if not isinstance(fn, types.FunctionType):
+            return cls._read(fn)
+        # Generated DAGs make many tasks of one function, and inspect.signature
+        # costs several microseconds: they share one Signature, keyed by
+        # everything it depends on (the code, and which parameters have defaults).
+        key = (fn.__code__, len(fn.__defaults__ or ()), frozenset(fn.__kwdefaults__ or ()))
+        known = _SIGNATURES.get(key)
+        if known is None:
+            if len(_SIGNATURES) >= 4096:  # bound it: code can be generated without end
+                _SIGNATURES.clear()
+            known = _SIGNATURES[key] = cls._read(fn)
+        return known
+
+    @classmethod
+    def _read(cls, fn: Callable[..., Any]) -> Signature:
         try:
             sig = inspect.signature(fn)
         except (TypeError, ValueError):  # some builtins have none: accept anything
-            return cls(False, (), 0, 0, True, (), (), "(...)")
+            return cls(False, (), 0, 0, True, (), ())
         params = list(sig.parameters.values())
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         keyword_only = [p for p in params if p.kind is p.KEYWORD_ONLY]
@@ -154,47 +330,11 @@ class Signature:
             variadic=any(p.kind is p.VAR_POSITIONAL for p in params),
             keyword_only=tuple(p.name for p in keyword_only),
             required_keywords=tuple(p.name for p in keyword_only if p.default is p.empty),
-            text=str(sig),
         )
 
-    @classmethod
-    def _of_function(cls, fn: types.FunctionType) -> Signature:
-        # Read the code object directly: inspect.signature costs several
-        # microseconds per task, which adds up over 100,000 tasks. Generated
-        # DAGs make many tasks of one function: they share one Signature, keyed
-        # by everything it depends on (the code, and which parameters have defaults).
-        key = (fn.__code__, len(fn.__defaults__ or ()), frozenset(fn.__kwdefaults__ or ()))
-        known = _SIGNATURES.get(key)
-        if known is None:
-            if len(_SIGNATURES) >= 4096:  # bound it: code can be generated without end
-                _SIGNATURES.clear()
-            known = _SIGNATURES[key] = cls._read_function(fn)
-        return known
-
-    @classmethod
-    def _read_function(cls, fn: types.FunctionType) -> Signature:
-        code = fn.__code__
-        n_positional = code.co_argcount
-        n_keyword_only = code.co_kwonlyargcount
-        variadic = bool(code.co_flags & inspect.CO_VARARGS)
-        var_keywords = bool(code.co_flags & inspect.CO_VARKEYWORDS)
-        names = code.co_varnames
-        keyword_only = names[n_positional : n_positional + n_keyword_only]
-        keyword_defaults = fn.__kwdefaults__ or {}
-        return cls(
-            takes_nothing=not (n_positional or n_keyword_only or variadic or var_keywords),
-            positional=names[:n_positional],
-            positional_only=code.co_posonlyargcount,
-            required_positional=n_positional - len(fn.__defaults__ or ()),
-            variadic=variadic,
-            keyword_only=keyword_only,
-            required_keywords=tuple(n for n in keyword_only if n not in keyword_defaults),
-        )
-
-    def describe(self, fn: Callable[..., Any]) -> str:
-        """The signature as written, for messages."""
-        if self.text:
-            return self.text
+    @staticmethod
+    def describe(fn: Callable[..., Any]) -> str:
+        """The signature of ``fn`` as written, for messages."""
         try:
             return str(inspect.signature(fn))
         except (TypeError, ValueError):
@@ -236,18 +376,8 @@ class Task(Generic[P, R]):
         fn: Callable[P, R],
         *,
         name: str | None = None,
-        retries: int = 0,
-        retry_delay: float = 0.0,
-        backoff: float = 2.0,
-        max_delay: float | None = None,
-        jitter: float = 0.0,
-        retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
-        timeout: float | None = None,
-        when: Callable[..., Any] | None = None,
-        trigger: Trigger = "all_success",
-        cache_ttl: float | None = None,
-        cache_key: Callable[..., Any] | None = None,
         registry: Registry | None = None,
+        **options: Unpack[TaskOptionArgs],
     ) -> None:
         if not callable(fn):
             raise TaskDefinitionError(
@@ -262,22 +392,7 @@ class Task(Generic[P, R]):
             )
         self.name: str = name
         self.fn: Callable[P, R] = fn
-        self.options = _DEFAULT_OPTIONS if _all_default(
-            retries, retry_delay, backoff, max_delay, jitter, retry_on, timeout, when, trigger,
-            cache_ttl, cache_key,
-        ) else TaskOptions(
-            retries=retries,
-            retry_delay=retry_delay,
-            backoff=backoff,
-            max_delay=max_delay,
-            jitter=jitter,
-            retry_on=retry_on,  # type: ignore[arg-type]  # normalised by validated()
-            timeout=timeout,
-            when=when,
-            trigger=trigger,
-            cache_ttl=cache_ttl,
-            cache_key=cache_key,
-        ).validated(name)
+        self.options = TaskOptions.given(options, name) if options else _DEFAULT_OPTIONS
         self.signature = Signature.of(fn)
         self.is_async = (
             bool(fn.__code__.co_flags & inspect.CO_COROUTINE)
@@ -309,6 +424,24 @@ class Task(Generic[P, R]):
     def downstream(self) -> tuple[Task[..., Any], ...]:
         """Tasks that depend on this one, in declaration order."""
         return tuple(self._downstream)
+
+    def rewired(self, upstream: Iterable[Task[..., Any]], *, registry: Registry) -> Task[P, R]:
+        """A copy of this task that depends on ``upstream`` instead, registered in ``registry``.
+
+        This task and its wiring are left as they are. The copy runs the same
+        function with the same options, and pickles as this task (a worker only
+        calls it). It is how :func:`flowkit.testing.run_task` runs a task alone.
+        """
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy._upstream = {}
+        copy._downstream = []
+        copy._original = self._original or self
+        copy.registry = registry
+        for up in _as_tasks(list(upstream), copy):
+            copy._depend_on(up)
+        registry.register(copy)
+        return copy
 
     def _depend_on(self, other: Task[..., Any]) -> None:
         # Callers check the edge first (see _as_tasks), so a bad list wires nothing.
@@ -349,7 +482,9 @@ class Task(Generic[P, R]):
 
     # --- pickling -------------------------------------------------------
 
-    def __reduce__(self) -> str:
+    def __reduce__(self) -> str | tuple[Callable[[T], T], tuple[Task[..., Any]]]:
+        if self._original is not None:  # a rewired() copy travels as the task it copies
+            return (_itself, (self._original,))
         # @task replaces the function in its module by this object, so pickling
         # the function by reference would find the Task instead. Pickle the
         # Task by its module-level name: the worker imports it back.
@@ -369,6 +504,7 @@ class Task(Generic[P, R]):
         return f"<Task {self.name!r}>"
 
     is_map = False  # see MapTask
+    _original: Task[..., Any] | None = None  # what a rewired() copy stands for
 
     def map(self, *, name: str | None = None) -> MapTask[R]:
         """A node that calls this task once per item of its first upstream's result.
@@ -387,6 +523,10 @@ class Task(Generic[P, R]):
         return MapTask(self, name=name)
 
 
+def _itself(value: T) -> T:
+    return value
+
+
 class MapTask(Task[..., list[R]]):
     """A task mapped over the items of its first upstream's result (see :meth:`Task.map`)."""
 
@@ -395,13 +535,12 @@ class MapTask(Task[..., list[R]]):
     def __init__(self, template: Task[..., R], *, name: str | None = None):
         if not isinstance(template, Task) or isinstance(template, MapTask):
             raise TaskDefinitionError(f"only a plain task can be mapped, got {template!r}")
-        options = template.options
         super().__init__(
             typing.cast(Callable[..., list[R]], template),
             name=name or template.name,
-            **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)},
             registry=template.registry,
         )
+        self.options = template.options
         self.template = template
         self.is_async = template.is_async
 
@@ -508,57 +647,29 @@ def task(
     /,
     *,
     name: str | None = None,
-    retries: int = 0,
-    retry_delay: float = 0.0,
-    backoff: float = 2.0,
-    max_delay: float | None = None,
-    jitter: float = 0.0,
-    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
-    timeout: float | None = None,
-    when: Callable[..., Any] | None = None,
-    trigger: Trigger = "all_success",
-    cache_ttl: float | None = None,
-    cache_key: Callable[..., Any] | None = None,
     registry: Registry | None = None,
+    **options: Unpack[TaskOptionArgs],
 ) -> Task[P, R]: ...
 @overload
 def task(
     *,
     name: str | None = None,
-    retries: int = 0,
-    retry_delay: float = 0.0,
-    backoff: float = 2.0,
-    max_delay: float | None = None,
-    jitter: float = 0.0,
-    retry_on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
-    timeout: float | None = None,
-    when: Callable[..., Any] | None = None,
-    trigger: Trigger = "all_success",
-    cache_ttl: float | None = None,
-    cache_key: Callable[..., Any] | None = None,
     registry: Registry | None = None,
+    **options: Unpack[TaskOptionArgs],
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(fn: Callable[P, R] | None = None, /, **options: Any) -> object:
     """Turn a function into a :class:`Task`: ``@task``, ``@task(...)``, or ``task(fn, ...)``.
 
     Args:
         name: the task's name (default: the function's ``__name__``).
-        retries: extra attempts after a failure (default 0).
-        retry_delay: seconds before the first retry (default 0).
-        backoff: multiplier of the delay for each further retry (default 2.0).
-        max_delay: cap on the delay, in seconds (default none).
-        jitter: up to ``jitter * delay`` random extra seconds (default 0).
-        retry_on: exception types that are retried (default ``(Exception,)``).
-        timeout: seconds an attempt may run before it fails with ``TaskTimeoutError``.
-        when: predicate over the task's inputs; falsy skips the task.
-        trigger: ``"all_success"`` (default), ``"none_failed"`` or ``"all_done"``.
-        cache_ttl: seconds a cached result stays valid (``math.inf``: forever;
-            ``None``, the default: no caching).
-        cache_key: function of the inputs that replaces them in the cache key.
         registry: where to register (default: the global ``flowkit.registry``).
+        **options: the task options, each one a field of :class:`TaskOptions`
+            (``retries``, ``retry_delay``, ``timeout``, ``when``, ``trigger``,
+            ``cache_ttl``, ...), documented there with its default.
 
     Raises:
-        TaskDefinitionError: an option is invalid; the message names the task and option.
+        TaskDefinitionError: an option is invalid or unknown; the message names
+            the task and the option.
     """
     if fn is not None:  # @task, or task(fn, name=..., ...) like Task(fn, ...)
         return Task(fn, **options)

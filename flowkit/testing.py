@@ -176,8 +176,8 @@ def run_task(
     (``.status``, ``.error``), and ``.result()`` raises it. Errors in the call
     itself — inputs the function cannot take — raise ``DAGValidationError``.
 
-    Not thread-safe for the same task: the task is briefly given stand-in
-    upstream tasks while it runs.
+    The task runs as a copy wired to stand-ins for its inputs (see
+    :meth:`~flowkit.Task.rewired`); the task itself is left untouched.
     """
     if not isinstance(task, Task):
         raise TypeError(f"run_task needs a flowkit Task, got {task!r}; decorate it with @task")
@@ -192,18 +192,14 @@ def run_task(
         for k in range(1, len(inputs) + 1)
     ]
     values = {feed.name: (Status.SUCCESS, value) for feed, value in zip(feeds, inputs, strict=True)}
-    wiring = task._upstream
-    task._upstream = dict.fromkeys(feeds)
+    alone = task.rewired(feeds, registry=stand_ins)
+    dag = DAG([alone], name=task.name, state=_Inputs(values))
     try:
-        dag = DAG([task], name=task.name, state=_Inputs(values))
-        try:
-            run = dag.run(executor=executor, **options)
-        except TaskExecutionError as exc:
-            if exc.result is None:
-                raise
-            run = exc.result
-    finally:
-        task._upstream = wiring
+        run = dag.run(executor=executor, **options)
+    except TaskExecutionError as exc:
+        if exc.result is None:
+            raise
+        run = exc.result
     return TaskRun(run.states[task.name], run)
 
 
@@ -218,7 +214,7 @@ def _instant(sleep: Callable[[float], object]) -> tuple[FakeClock, Callable[[flo
     return clock, instant_sleep
 
 
-def _stand_in() -> None:  # pragma: no cover - stand-ins are restored, never called
+def _stand_in() -> None:  # pragma: no cover - stand-ins are served as done, never called
     raise AssertionError("a run_task input stand-in was called")
 
 

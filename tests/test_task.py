@@ -3,6 +3,7 @@ pickling, and the retry schedule."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import pickle
@@ -260,6 +261,56 @@ def test_boundary_values_are_accepted(option: str, value: Any) -> None:
 def test_retry_on_accepts_a_single_exception_class() -> None:
     t = Task(noop, retry_on=ConnectionError)
     assert t.options.retry_on == (ConnectionError,)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("priority", 1.5), ("priority", True), ("pool", ""), ("pool", 3), ("pool_slots", 0),
+     ("pool_slots", 2.0)],
+)
+def test_scheduling_options_are_checked_like_the_others(option: str, value: Any) -> None:
+    with pytest.raises(TaskDefinitionError) as info:
+        task(**{option: value})(noop)
+    assert info.value.option == option and f"'noop': option {option}=" in str(info.value)
+
+
+def test_scheduling_options_take_their_documented_values() -> None:
+    assert (Task(noop).options.priority, Task(noop).options.pool) == (0, None)
+    assert Task(noop).options.pool_slots == 1
+    t = Task(noop, priority=-3, pool="db", pool_slots=2)
+    assert (t.options.priority, t.options.pool, t.options.pool_slots) == (-3, "db", 2)
+
+
+def test_an_unknown_option_names_the_task_and_lists_the_options() -> None:
+    advice = r"'noop': unknown option retires=.*retries,"
+    with pytest.raises(TaskDefinitionError, match=advice) as info:
+        task(retires=3)(noop)  # type: ignore[call-overload]
+    assert info.value.option == "retires"
+    assert "noop" not in flowkit.registry
+
+
+def test_explicit_defaults_equal_the_default_options() -> None:
+    defaults = {f.name: f.default for f in dataclasses.fields(flowkit.TaskOptions)}
+    assert Task(noop, **defaults).options == Task(noop).options == flowkit.TaskOptions()
+
+
+def test_the_keyword_types_follow_the_option_definition() -> None:
+    from flowkit.task import TaskOptionArgs
+
+    fields = [f.name for f in dataclasses.fields(flowkit.TaskOptions)]
+    assert list(TaskOptionArgs.__annotations__) == fields
+
+
+def test_the_documented_option_table_is_the_definition() -> None:
+    from flowkit.task import options_table
+
+    root = Path(__file__).resolve().parent.parent
+    pages = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    tables = [p for p in pages if p.exists() and "| option | default |" in p.read_text()]
+    assert tables, "no page shows the task option table"
+    for page in tables:
+        text = page.read_text(encoding="utf-8")
+        assert options_table() in text, f"{page.name}: regenerate with flowkit.task.options_table()"
 
 
 def test_task_options_are_frozen() -> None:

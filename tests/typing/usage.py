@@ -68,6 +68,8 @@ def plain(a: int, b: str) -> tuple[int, str]:
 explicit = Task(plain, name="explicit", retries=1)
 called = task(plain, name="called", retries=2)
 as_called: Task[[int, str], tuple[int, str]] = called
+pooled = Task(plain, name="pooled", priority=2, pool="db", pool_slots=1)
+bad_option = task(retries="3")  # type: ignore[call-overload]
 my_registry = Registry()
 private = Task(plain, registry=my_registry)
 
