@@ -14,6 +14,11 @@ default), a JSON-lines file, an SQLite database, or a store of your own::
     StateManager(path, backend="sqlite") # any file name
     StateManager(store=MyStore())        # your own backend
 
+Every state also keeps the history of the last runs of each DAG (see
+:mod:`flowkit.state.history`): :meth:`StateManager.runs`,
+:meth:`StateManager.task_stats` and :meth:`StateManager.expected_durations`
+read it.
+
 Results written to a file go through a serializer (JSON by default, see
 ``flowkit.serializers``); a result it cannot represent is reported once, by
 task name and type, through the ``flowkit.state`` logger, and that task is
@@ -22,6 +27,7 @@ then simply neither cached nor restorable.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -33,7 +39,9 @@ from typing import Any, Literal, NamedTuple
 from flowkit.context import RunContext
 from flowkit.exceptions import StateError
 from flowkit.outcome import Status, TaskState
+from flowkit.state import history as _history
 from flowkit.state.cachekey import UncacheableInput, cache_key, code_hash, input_hash, task_version
+from flowkit.state.history import DEFAULT_KEEP, RunEnd, RunRecord, TaskEnd, TaskStats
 from flowkit.state.serializers import JSONSerializer, Serializer
 from flowkit.state.stores import CacheEntry, JSONStore, MemoryStore, Outcome, Store
 from flowkit.task import Task
@@ -95,6 +103,7 @@ class StateManager:
             :class:`~flowkit.serializers.JSONSerializer`); the in-memory store
             keeps the objects themselves.
         clock: the time source for cache ages and TTLs (default ``time.time``).
+        history: how many runs of each DAG name the run history keeps (``0``: none).
 
     Raises:
         StateError: contradictory arguments. Problems with the file itself are
@@ -109,8 +118,14 @@ class StateManager:
         store: Store | None = None,
         serializer: Serializer | None = None,
         clock: Callable[[], float] = time.time,
+        history: int = DEFAULT_KEEP,
     ):
+        if type(history) is not int or history < 0:
+            raise StateError(
+                f"history={history!r}: pass how many runs of each DAG to keep, an int >= 0"
+            )
         self._store = _make_store(path, backend, store)
+        self.history_size = history
         self.path: str | None = None if path is None else os.fspath(path)
         self.serializer: Serializer = serializer if serializer is not None else JSONSerializer()
         self.clock = clock
@@ -174,16 +189,38 @@ class StateManager:
                 self._flush(run.dag_name)
             else:
                 self._unflushed.pop(run.dag_name, None)  # superseded before anyone read it
+            previous = None
             if resume:
                 latest = self._store.latest_run(run.dag_name)
                 if latest is not None:
+                    previous = latest[0]
                     self._check_same_params(run, latest[0], latest[1].get(_PARAMS), params)
                     restored, carried = self._restorable(tasks, latest[1])
                     book.restored.update(restored)
             self._store.start_run(run.dag_name, run.run_id, self.clock(), [params, *carried])
             self._books[run.run_id] = book
             book.started = True
+            if self.history_size:
+                self._start_history(run, tasks, restored, previous)
         return restored
+
+    def _start_history(
+        self,
+        run: RunContext,
+        tasks: Sequence[Task[..., Any]],
+        restored: Mapping[str, tuple[Status, Any]],
+        previous: str | None,
+    ) -> None:
+        graph = {t.name: [up.name for up in t.upstream] for t in tasks}
+        head = _history.make_head(
+            run.run_id, run.dag_name, run.started_at, run.params, graph, self.history_size
+        )
+        ends = [
+            _history.restored_end(run.run_id, name, status, previous or "?")
+            for name, (status, _) in restored.items()
+        ]
+        _history.started(run.run_id)  # before any reader can see the run
+        self._store.history_start(head, ends)
 
     def _params_record(self, run: RunContext) -> Outcome:
         """The run parameters, kept with the run so that resume can compare them."""
@@ -410,7 +447,13 @@ class StateManager:
             if book is not None and book.started:
                 if book.pending:
                     self._unflushed[book.dag] = book
-                self._store.end_run(book.dag, book.run_id)
+                try:
+                    if self.history_size:
+                        end = RunEnd(book.run_id, _run_status(result), time.time())
+                        self._store.history_end(end)
+                finally:
+                    _history.ended(book.run_id)
+                    self._store.end_run(book.dag, book.run_id)
             elif not self._books:
                 self._store.close()  # the run never started: e.g. an unreadable file
 
@@ -450,12 +493,17 @@ class StateManager:
         a listing reads them, and most runs never pay for the records. Their
         status, value and key are final by now. Failures and new cache entries are
         written at once all the same: entries are looked up during the run, and
-        failures are rare and hold whole tracebacks.
+        failures are rare and hold whole tracebacks. The task's history record
+        goes with its outcome, in the same write (it never waits).
         """
+        ended = _history.task_end(book.run_id, state, status) if self.history_size else None
         if self._lazy and entry is None and status in _DEFERRABLE:
             book.pending.append(state)
+            if ended is not None:
+                with self._lock:
+                    self._store.history_task(ended)
             return
-        self._write(book, state, status, stored, payload, entry, key, self.clock())
+        self._write(book, state, status, stored, payload, entry, key, self.clock(), ended)
 
     def _write(
         self,
@@ -467,6 +515,7 @@ class StateManager:
         entry: CacheEntry | None,
         key: str | None,
         now: float,
+        ended: TaskEnd | None = None,
     ) -> None:
         outcome = Outcome(
             book.dag, book.run_id, state.name, status.value, task_version(state.task),
@@ -474,10 +523,16 @@ class StateManager:
         )
         with self._lock:
             try:
-                self._store.record(outcome, entry)
+                self._put(outcome, entry, ended)
             except (TypeError, ValueError) as exc:  # a serializer's output JSON cannot hold
                 self._warn_unstorable(state, exc)
-                self._store.record(outcome._replace(has_value=False, value=None, key=None))
+                self._put(outcome._replace(has_value=False, value=None, key=None), None, ended)
+
+    def _put(self, outcome: Outcome, entry: CacheEntry | None, ended: TaskEnd | None) -> None:
+        if ended is None:
+            self._store.record(outcome, entry)
+        else:
+            self._store.record_task(outcome, entry, ended)
 
     def _flush(self, dag: str) -> None:
         """Write the outcomes that ``dag``'s last finished run left waiting (see ``_record``)."""
@@ -550,6 +605,74 @@ class StateManager:
         if not self._books:  # no run in progress: do not hold the file open
             self._store.close()
 
+    # --- run history -----------------------------------------------------------------
+
+    def runs(
+        self, dag: str | None = None, limit: int | None = None, *, tasks: bool = True
+    ) -> list[RunRecord]:
+        """The recorded runs of ``dag`` (of every DAG for ``None``), newest first.
+
+        A run still in progress is ``"running"``; one whose process died without
+        ending it is ``"interrupted"`` (see :mod:`flowkit.state.history` for how
+        that is told). Cached results are never read.
+
+        Args:
+            limit: at most this many runs.
+            tasks: ``False`` leaves the task records out (``tasks`` is then
+                empty), for a quick listing of many runs.
+
+        Raises:
+            StateError: the state file is unreadable, or ``limit`` is not an int >= 0.
+        """
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise StateError(f"limit={limit!r}: pass how many runs to return, an int >= 0")
+        with self._lock:
+            found = self._store.history_runs(dag, limit, tasks=tasks)
+            self._release()
+        return [self._settled(_history.run_record(run), tasks=tasks) for run in found]
+
+    def _settled(self, record: RunRecord, *, tasks: bool) -> RunRecord:
+        """``record``, read again if it looks interrupted: its process may have ended
+        it between the read and the look at the process (a writer ends a run in the
+        store before it stops counting as alive)."""
+        if record.status != "interrupted" or record.ended is not None:
+            return record
+        with self._lock:
+            again = self._store.history_run(record.run_id)
+            self._release()
+        if again is None or again.end is None:
+            return record
+        fresh = _history.run_record(again)
+        return fresh if tasks else dataclasses.replace(fresh, tasks={})
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The recorded run ``run_id``, with its tasks, or ``None`` if there is none."""
+        with self._lock:
+            found = self._store.history_run(run_id)
+            self._release()
+        return None if found is None else self._settled(_history.run_record(found), tasks=True)
+
+    def task_stats(self, name: str, dag: str | None = None) -> TaskStats:
+        """How task ``name`` did over the recorded runs (of ``dag``, or of every DAG).
+
+        Returns:
+            a :class:`~flowkit.state.history.TaskStats`: in how many runs it has a
+            record, how many times it failed, and the median and 90th percentile
+            of its durations when it succeeded (``None`` without data).
+        """
+        with self._lock:
+            found = self._store.history_tasks(dag, name)
+            self._release()
+        return _history.task_stats(found)
+
+    def expected_durations(self, dag_name: str) -> dict[str, float]:
+        """Each task's median duration (seconds) over the successful runs of it
+        recorded for ``dag_name``; tasks without one are left out."""
+        with self._lock:
+            found = self._store.history_tasks(dag_name, None)
+            self._release()
+        return _history.medians(found)
+
 
 _MISSING: Any = object()
 # Our stores by qualified name, so that telling them apart loads none of them.
@@ -560,6 +683,13 @@ _BACKENDS = {
 }
 _DEFERRABLE = frozenset({Status.SUCCESS, Status.CACHED, Status.SKIPPED})
 _PARAMS = "<params>"  # the run's parameters, recorded beside its outcomes (no task has this name)
+
+
+def _run_status(result: object) -> str:
+    """The final status of a run from its RunResult."""
+    if getattr(result, "interrupted", False):
+        return "interrupted"
+    return "success" if getattr(result, "ok", False) else "failed"
 
 
 def _owner(name: str) -> str:

@@ -8,6 +8,11 @@ A :class:`Store` holds two kinds of records:
   of each DAG matters (it is what ``resume`` continues), so a store may forget
   older runs.
 
+It may also keep the run history (see :mod:`flowkit.state.history`): a record
+when a run starts, one as each task ends, one when the run ends, and the last
+runs of each DAG. The history methods are optional: a store that does not
+implement them keeps no history.
+
 Values reach a store already encoded by the state manager's serializer
 (JSON-compatible data), except for stores that set ``keeps_objects`` — the
 in-memory one — which get the Python objects themselves.
@@ -26,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from flowkit.exceptions import StateError
+from flowkit.state.history import HistoryRun, RunEnd, RunHead, TaskEnd
 
 __all__ = ["CacheEntry", "Outcome", "Store", "belongs_to", "open_private"]
 
@@ -174,3 +180,47 @@ class Store(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release files or connections; the store reopens them when used again."""
+
+    # --- run history (optional) --------------------------------------------------
+
+    def history_start(self, head: RunHead, tasks: Iterable[TaskEnd] = ()) -> None:  # noqa: B027
+        """Record that a run started (with the records of the tasks it restored),
+        then forget the oldest runs of its DAG beyond ``head.keep``."""
+
+    def history_task(self, task: TaskEnd) -> None:  # noqa: B027 - optional
+        """Record how a task of a run ended; durable once it returns, like :meth:`record`.
+
+        A record of a run the store has forgotten is dropped.
+        """
+
+    def record_task(self, outcome: Outcome | None, entry: CacheEntry | None, task: TaskEnd) -> None:
+        """:meth:`record` (when ``outcome`` is given) and :meth:`history_task` together.
+
+        Stores override it to write both at once: this runs once per task.
+        """
+        if outcome is not None:
+            self.record(outcome, entry)
+        self.history_task(task)
+
+    def history_end(self, end: RunEnd) -> None:  # noqa: B027 - optional
+        """Record that a run ended."""
+
+    def history_runs(
+        self, dag: str | None = None, limit: int | None = None, *, tasks: bool = True
+    ) -> list[HistoryRun]:
+        """The retained runs of ``dag`` (of every DAG for ``None``), newest first.
+
+        Args:
+            limit: at most this many.
+            tasks: with their task records; ``False`` leaves them out (a quick listing).
+        """
+        return []
+
+    def history_run(self, run_id: str) -> HistoryRun | None:
+        """One retained run, with its task records, or ``None``."""
+        return None
+
+    def history_tasks(self, dag: str | None, name: str | None) -> list[TaskEnd]:
+        """The records of task ``name`` (of every task for ``None``) in the retained runs
+        of ``dag`` (of every DAG for ``None``), newest run first."""
+        return []

@@ -1,8 +1,11 @@
 """The JSON store: an append-only journal of JSON lines, compacted now and then.
 
-The file starts with a header line (``{"flowkit": "state", "format": 1}``) so
+The file starts with a header line (``{"flowkit": "state", "format": 2}``) so
 a foreign file is recognised, followed by one JSON object per line: a run
-started, a task's outcome, a cache entry, an invalidation. Later lines win.
+started, a task's outcome, a cache entry, an invalidation, and the run history
+(``hs``/``ht``/``he``: a run started, a task ended, a run ended; see
+``flowkit.state.history``). Later lines win. Format 1 files (before the run
+history) are read as they are and rewritten as format 2 on the first write.
 
 Why it is safe and fast:
 
@@ -22,6 +25,8 @@ Why it is safe and fast:
   a new file over the old one, which is then left without a name: a process
   that finds its open file so, reopens the path. Each process keeps an index
   of the file and reads only what others appended since its last look.
+- **Reading the history never reads results.** It goes through its own
+  read-only view of the file, which parses only the history lines.
 """
 
 from __future__ import annotations
@@ -36,6 +41,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from flowkit.exceptions import StateError
+from flowkit.state.history import (
+    HistoryIndex,
+    HistoryRun,
+    RunEnd,
+    RunHead,
+    TaskEnd,
+    end_to_data,
+    head_to_data,
+    task_to_data,
+)
 from flowkit.state.stores.base import CacheEntry, Outcome, Store, belongs_to, open_private
 
 try:
@@ -45,7 +60,8 @@ except ImportError:  # pragma: no cover - Windows: one process at a time
 
 __all__ = ["FORMAT", "JSONStore"]
 
-FORMAT = 1
+FORMAT = 2
+_READS = (1, 2)  # formats this version reads (1: without run history)
 _HEADER = json.dumps({"flowkit": "state", "format": FORMAT}) + "\n"
 _HEADER_BYTES = _HEADER.encode()
 _MIN_DEAD = 256  # dead lines tolerated before a compaction is worth its fsync
@@ -64,6 +80,7 @@ class JSONStore(Store):
         self._lock = threading.RLock()
         self._fd: int | None = None
         self._reset_index(None)
+        self._reader = _HistoryReader(self)
 
     def __repr__(self) -> str:
         return f"JSONStore({self.path!r})"
@@ -78,9 +95,12 @@ class JSONStore(Store):
         self._runs: dict[str, tuple[str, dict[str, Outcome]]] = {}
         self._dirty = False  # written since the last fsync
         self._size = 0  # the file's size at the last look
+        self._history = HistoryIndex()
+        self._old_format = False  # a format 1 file: rewritten before the next write
 
     def _live(self) -> int:
-        return len(self._entries) + sum(len(o) + 1 for _, o in self._runs.values())
+        runs = sum(len(o) + 1 for _, o in self._runs.values())
+        return len(self._entries) + runs + self._history.records()
 
     def _apply(self, rec: dict[str, Any], size: int) -> None:
         """Apply one record read from the file (or just written) to the index."""
@@ -99,6 +119,9 @@ class JSONStore(Store):
             self._put_entry(CacheEntry(rec["k"], rec["n"], rec["at"], rec["ttl"], size, rec["v"]))
         elif kind == "run":
             self._runs[rec["dag"]] = (rec["run"], {})
+            self._lines += 1
+        elif kind in _HISTORY_KINDS:
+            self._history.apply(rec)
             self._lines += 1
         elif kind == "inv":
             name = rec["n"]
@@ -167,18 +190,25 @@ class JSONStore(Store):
         self._offset += end
 
     def _check_header(self, head: bytes) -> None:
+        self._old_format = self._format_of(head) != FORMAT
+
+    def _format_of(self, head: bytes) -> int:
+        """The format of a file whose first line is ``head``; StateError if foreign or newer."""
         try:
             header = json.loads(head)
         except ValueError:
             raise self._foreign() from None
         if not isinstance(header, dict) or header.get("flowkit") != "state":
             raise self._foreign()
-        if header.get("format") != FORMAT:
+        version = header.get("format")
+        if version not in _READS or type(version) is not int:
             raise StateError(
-                f"state file {self.path!r} has format {header.get('format')!r}; this "
-                f"version of flowkit reads format {FORMAT}. Upgrade flowkit, or use a new path.",
+                f"state file {self.path!r} has format {version!r}; this version of "
+                f"flowkit reads formats {_READS[0]} to {_READS[-1]}. Upgrade flowkit, "
+                "or use a new path.",
                 path=self.path,
             )
+        return int(version)
 
     # --- the file and its lock -----------------------------------------------------
 
@@ -194,11 +224,15 @@ class JSONStore(Store):
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+            self._reader.close()
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)  # type: ignore[arg-type]
+        if getattr(self, "_reader", None) is not None:
+            with contextlib.suppress(OSError):
+                self._reader.close()
 
     def _acquire(self, *, exclusive: bool) -> int:
         """Take the file lock on the file currently at ``path`` and bring the index up to date.
@@ -255,6 +289,10 @@ class JSONStore(Store):
 
     def _append_locked(self, fd: int, lines: list[bytes]) -> None:
         """Write ``lines`` with one ``write`` call (under the exclusive file lock)."""
+        if self._old_format:
+            self._rewrite()  # upgrade the file first: its header says what it holds
+            assert self._fd is not None
+            fd = self._fd
         prefix = b""
         if self._offset == 0:
             prefix = _HEADER_BYTES  # a new file (or only a torn header)
@@ -306,18 +344,55 @@ class JSONStore(Store):
                 self._put_outcome(outcome)
 
     def record(self, outcome: Outcome, entry: CacheEntry | None = None) -> None:
+        self._record(outcome, entry, None)
+
+    def record_task(self, outcome: Outcome | None, entry: CacheEntry | None, task: TaskEnd) -> None:
+        if outcome is None:
+            self.history_task(task)
+        else:
+            self._record(outcome, entry, task)
+
+    def _record(self, outcome: Outcome, entry: CacheEntry | None, task: TaskEnd | None) -> None:
+        """Append an outcome, its cache entry and its history record with one write."""
         fd = self._acquire(exclusive=True)
         try:
-            if entry is None:
-                self._append_locked(fd, [self._outcome_line(outcome)])
-            else:
-                entry_line = _line(_entry_record(entry))
-                lines = [entry_line, self._outcome_line(outcome, entry)]
-                self._append_locked(fd, lines)
-                self._put_entry(entry._replace(size=len(entry_line)))
+            lines = [self._outcome_line(outcome, entry)]
+            if entry is not None:
+                lines.insert(0, _line(_entry_record(entry)))
+            if task is not None:
+                lines.append(_line(task_to_data(task)))
+            self._append_locked(fd, lines)
+            if entry is not None:
+                self._put_entry(entry._replace(size=len(lines[0])))
             self._put_outcome(outcome)
+            if task is not None:
+                self._history.task(task)
+                self._lines += 1
         finally:
             self._release()
+
+    def history_start(self, head: RunHead, tasks: Iterable[TaskEnd] = ()) -> None:
+        self._append([head_to_data(head), *(task_to_data(t) for t in tasks)])
+
+    def history_task(self, task: TaskEnd) -> None:
+        self._append([task_to_data(task)])
+
+    def history_end(self, end: RunEnd) -> None:
+        self._append([end_to_data(end)])
+
+    def history_runs(
+        self, dag: str | None = None, limit: int | None = None, *, tasks: bool = True
+    ) -> list[HistoryRun]:
+        with self._lock:
+            return self._reader.index().runs(dag, limit, tasks=tasks)
+
+    def history_run(self, run_id: str) -> HistoryRun | None:
+        with self._lock:
+            return self._reader.index().run(run_id)
+
+    def history_tasks(self, dag: str | None, name: str | None) -> list[TaskEnd]:
+        with self._lock:
+            return self._reader.index().task_ends(dag, name)
 
     def latest_run(self, dag: str) -> tuple[str, Mapping[str, Outcome]] | None:
         with self._locked(exclusive=False):
@@ -374,6 +449,7 @@ class JSONStore(Store):
         for dag, (run_id, outcomes) in self._runs.items():
             lines.append(_line({"t": "run", "dag": dag, "run": run_id, "at": 0.0}))
             lines.extend(self._outcome_line(o) for o in outcomes.values())
+        lines.extend(_line(rec) for rec in self._history.dump())
         data = _HEADER_BYTES + b"".join(lines)
         directory = os.path.dirname(os.path.abspath(self._file))
         new_fd = None
@@ -419,6 +495,7 @@ class JSONStore(Store):
         self._offset = len(data)
         self._lines = len(lines)
         self._dirty = False
+        self._old_format = False
         self._refresh(st.st_size)
 
     def _unwritable(self, exc: OSError) -> StateError:
@@ -455,3 +532,84 @@ def _read_exactly(fd: int, size: int) -> bytes:
 
 def _entry_record(e: CacheEntry) -> dict[str, Any]:
     return {"t": "c", "k": e.key, "n": e.name, "at": e.created, "ttl": e.ttl, "v": e.value}
+
+
+_HISTORY_KINDS = frozenset({"hs", "ht", "he"})
+# Lines flowkit writes start so; those of other kinds are skipped unparsed by the
+# history reader (a line in any other spelling is parsed to find its kind).
+_OTHER_KINDS = (b'{"t":"c"', b'{"t":"o"', b'{"t":"run"', b'{"t":"inv"')
+
+
+class _HistoryReader:
+    """A read-only view of a journal's run history, kept up to date incrementally.
+
+    It opens the file read-only (so it works on a file it may not write, and never
+    creates one), takes the shared lock like any reader, and parses only history
+    lines: cached results are never read into memory to list runs.
+    """
+
+    def __init__(self, store: JSONStore):
+        self._store = store
+        self._fd: int | None = None
+        self._ident: tuple[int, int] | None = None
+        self._offset = 0
+        self._line_no = 1
+        self._index = HistoryIndex()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def index(self) -> HistoryIndex:
+        """The index, with whatever was appended to the file since the last look."""
+        while True:
+            if self._fd is None:
+                try:
+                    self._fd = os.open(self._store._file, os.O_RDONLY | _CLOEXEC)
+                except FileNotFoundError:
+                    return HistoryIndex()  # no file yet: no runs
+                except (OSError, ValueError) as exc:
+                    raise StateError(
+                        f"cannot read state file {self._store.path!r}: {exc}", path=self._store.path
+                    ) from exc
+            if fcntl is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_SH)
+            try:
+                st = os.fstat(self._fd)
+                if st.st_nlink:
+                    self._catch_up(st)
+                    return self._index
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+            self.close()  # compacted elsewhere: the file at the path is a new one
+
+    def _catch_up(self, st: os.stat_result) -> None:
+        ident = (st.st_dev, st.st_ino)
+        if ident != self._ident or st.st_size < self._offset:
+            self._ident, self._offset, self._line_no = ident, 0, 1
+            self._index = HistoryIndex()
+        if st.st_size == self._offset:
+            return
+        assert self._fd is not None
+        os.lseek(self._fd, self._offset, os.SEEK_SET)
+        data = _read_exactly(self._fd, st.st_size - self._offset)
+        end = data.rfind(b"\n") + 1  # beyond it: a line being written, or torn
+        start = 0
+        if self._offset == 0:
+            if end == 0:
+                return
+            start = data.find(b"\n") + 1
+            self._store._format_of(data[:start])
+        for raw in data[start:end].split(b"\n")[:-1]:
+            self._line_no += 1
+            if raw.startswith(_OTHER_KINDS):
+                continue
+            try:
+                rec = json.loads(raw)
+                if rec["t"] in _HISTORY_KINDS:
+                    self._index.apply(rec)
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                raise self._store._corrupt(self._line_no, f"{type(exc).__name__}: {exc}") from None
+        self._offset += end

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from flowkit.state.history import HistoryIndex, HistoryRun, RunEnd, RunHead, TaskEnd
 from flowkit.state.stores.base import CacheEntry, Outcome, Store, belongs_to
 
 __all__ = ["MemoryStore"]
@@ -28,6 +29,7 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._entries: dict[str, CacheEntry] = {}
         self._runs: dict[str, tuple[str, dict[str, Outcome]]] = {}
+        self._history = HistoryIndex()
 
     def get_entry(self, key: str) -> CacheEntry | None:
         return self._entries.get(key)
@@ -70,3 +72,26 @@ class MemoryStore(Store):
     def clear(self) -> None:
         self._entries.clear()
         self._runs.clear()
+        self._history.clear()
+
+    def history_start(self, head: RunHead, tasks: Iterable[TaskEnd] = ()) -> None:
+        self._history.start(head)
+        for task in tasks:
+            self._history.task(task)
+
+    def history_task(self, task: TaskEnd) -> None:
+        self._history.task(task)
+
+    def history_end(self, end: RunEnd) -> None:
+        self._history.end(end)
+
+    def history_runs(
+        self, dag: str | None = None, limit: int | None = None, *, tasks: bool = True
+    ) -> list[HistoryRun]:
+        return self._history.runs(dag, limit, tasks=tasks)
+
+    def history_run(self, run_id: str) -> HistoryRun | None:
+        return self._history.run(run_id)
+
+    def history_tasks(self, dag: str | None, name: str | None) -> list[TaskEnd]:
+        return self._history.task_ends(dag, name)

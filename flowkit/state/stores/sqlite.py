@@ -13,6 +13,11 @@ are deleted at the end of each run.
 
 The file is marked with SQLite's ``application_id``, so a database of another
 application is recognised and refused rather than modified.
+
+The run history has tables of its own (``history_*``), so listing runs never
+reads a result. Graphs are kept once, by hash, however many runs share them.
+A database of schema version 1 (before the run history) is read as it is and
+upgraded in the first write.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from flowkit.exceptions import StateError
+from flowkit.state.history import HistoryRun, RunEnd, RunHead, TaskEnd
 from flowkit.state.stores.base import CacheEntry, Outcome, Store, open_private
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+_READS = (1, 2)  # schema versions this version reads (1: without run history)
 _APPLICATION_ID = 0x666B7374  # "fkst": this file is flowkit state
 
 _SCHEMA = """
@@ -70,6 +77,51 @@ CREATE INDEX IF NOT EXISTS outcomes_by_name ON outcomes (name);
 CREATE INDEX IF NOT EXISTS outcomes_by_blob ON outcomes (blob);
 """
 
+_HISTORY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS history_runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL UNIQUE,
+    dag TEXT NOT NULL,
+    started REAL NOT NULL,
+    params TEXT NOT NULL,
+    graph TEXT NOT NULL,
+    version TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    token TEXT NOT NULL,
+    status TEXT,
+    ended REAL
+);
+CREATE INDEX IF NOT EXISTS history_runs_by_dag ON history_runs (dag, seq);
+CREATE TABLE IF NOT EXISTS history_graphs (
+    hash TEXT PRIMARY KEY,
+    graph TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS history_tasks (
+    run_seq INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    duration REAL,
+    started REAL,
+    ended REAL,
+    cause TEXT,
+    reason TEXT,
+    error_type TEXT,
+    error TEXT,
+    traceback TEXT,
+    PRIMARY KEY (run_seq, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS history_tasks_by_name ON history_tasks (name, run_seq);
+"""
+_RUN_COLUMNS = "seq, run_id, dag, started, params, graph, version, host, pid, token, status, ended"
+_TASK_COLUMNS = ", ".join(
+    f"t.{c}" for c in (
+        "name", "status", "attempts", "duration", "started", "ended", "cause", "reason",
+        "error_type", "error", "traceback",
+    )
+)
+
 
 class SQLiteStore(Store):
     """State in an SQLite database at ``path`` (created with mode 0600).
@@ -86,6 +138,8 @@ class SQLiteStore(Store):
         self.timeout = timeout
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        self._version = SCHEMA_VERSION
+        self._graphs: dict[str, dict[str, list[str]]] = {}  # by hash: they never change
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -137,9 +191,7 @@ class SQLiteStore(Store):
                         if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                             raise self._foreign()
                         # executescript() would commit first: run each statement.
-                        for statement in _SCHEMA.split(";"):
-                            if statement.strip():
-                                db.execute(statement)
+                        _execute_script(db, _SCHEMA + _HISTORY_SCHEMA)
                         db.execute(f"PRAGMA application_id = {_APPLICATION_ID}")
                         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                         app_id = _APPLICATION_ID
@@ -151,12 +203,14 @@ class SQLiteStore(Store):
                 if app_id != _APPLICATION_ID:
                     raise self._foreign()
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
+            if version not in _READS:
                 raise StateError(
                     f"state database {self.path!r} has schema version {version}; this version "
-                    f"of flowkit reads {SCHEMA_VERSION}. Upgrade flowkit, or use a new path.",
+                    f"of flowkit reads {_READS[0]} to {_READS[-1]}. Upgrade flowkit, or use a "
+                    "new path.",
                     path=self.path,
                 )
+            self._version = version
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
@@ -177,6 +231,8 @@ class SQLiteStore(Store):
             try:
                 db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
+                    if write and self._version < SCHEMA_VERSION:
+                        self._upgrade(db)
                     yield db
                     db.execute("COMMIT")
                 except BaseException:
@@ -185,6 +241,13 @@ class SQLiteStore(Store):
                     raise
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+
+    def _upgrade(self, db: sqlite3.Connection) -> None:
+        """Bring a version 1 database to the current schema (inside a write transaction)."""
+        if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            _execute_script(db, _HISTORY_SCHEMA)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._version = SCHEMA_VERSION
 
     def close(self) -> None:
         with self._lock:
@@ -236,13 +299,22 @@ class SQLiteStore(Store):
 
     def record(self, outcome: Outcome, entry: CacheEntry | None = None) -> None:
         with self._tx(write=True) as db:
-            if entry is not None:
-                text, blob = _blob(db, entry.value)
-                db.execute(
-                    "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?, ?, ?)",
-                    (entry.key, entry.name, entry.created, entry.ttl, len(text.encode()), blob),
-                )
-            self._insert_outcome(db, outcome, check=True)
+            self._record(db, outcome, entry)
+
+    def record_task(self, outcome: Outcome | None, entry: CacheEntry | None, task: TaskEnd) -> None:
+        with self._tx(write=True) as db:
+            if outcome is not None:
+                self._record(db, outcome, entry)
+            _insert_task(db, task)
+
+    def _record(self, db: sqlite3.Connection, outcome: Outcome, entry: CacheEntry | None) -> None:
+        if entry is not None:
+            text, blob = _blob(db, entry.value)
+            db.execute(
+                "INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?, ?, ?)",
+                (entry.key, entry.name, entry.created, entry.ttl, len(text.encode()), blob),
+            )
+        self._insert_outcome(db, outcome, check=True)
 
     @staticmethod
     def _insert_outcome(db: sqlite3.Connection, o: Outcome, *, check: bool) -> None:
@@ -299,18 +371,122 @@ class SQLiteStore(Store):
 
     def clear(self) -> None:
         with self._tx(write=True) as db:
-            db.execute("DELETE FROM cache")
-            db.execute("DELETE FROM outcomes")
-            db.execute("DELETE FROM runs")
-            db.execute("DELETE FROM blobs")
+            for table in ("cache", "outcomes", "runs", "blobs", *_HISTORY_TABLES):
+                db.execute(f"DELETE FROM {table}")
         # Another process using it makes VACUUM fail: the space is reused anyway.
         with self._lock, contextlib.suppress(sqlite3.OperationalError):
             self._connect().execute("VACUUM")
+
+    # --- run history ----------------------------------------------------------------
+
+    def history_start(self, head: RunHead, tasks: Iterable[TaskEnd] = ()) -> None:
+        graph = json.dumps(head.graph, separators=(",", ":"), sort_keys=True)
+        digest = hashlib.sha256(graph.encode()).hexdigest()[:40]
+        params = json.dumps(head.params, separators=(",", ":"))
+        with self._tx(write=True) as db:
+            db.execute("INSERT OR IGNORE INTO history_graphs VALUES (?, ?)", (digest, graph))
+            db.execute(
+                "INSERT OR IGNORE INTO history_runs (run_id, dag, started, params, graph, version,"
+                " host, pid, token) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (head.run_id, head.dag, head.started, params, digest, head.version, head.host,
+                 head.pid, head.token),
+            )
+            for task in tasks:
+                _insert_task(db, task)
+            # Retention: the runs of this DAG beyond the newest ``keep`` go.
+            old = (
+                "SELECT seq FROM history_runs WHERE dag = ?1 ORDER BY seq DESC "
+                "LIMIT -1 OFFSET ?2"
+            )
+            db.execute(f"DELETE FROM history_tasks WHERE run_seq IN ({old})", (head.dag, head.keep))
+            db.execute(f"DELETE FROM history_runs WHERE seq IN ({old})", (head.dag, head.keep))
+
+    def history_task(self, task: TaskEnd) -> None:
+        with self._tx(write=True) as db:
+            _insert_task(db, task)
+
+    def history_end(self, end: RunEnd) -> None:
+        with self._tx(write=True) as db:
+            db.execute(
+                "UPDATE history_runs SET status = ?, ended = ? WHERE run_id = ?",
+                (end.status, end.ended, end.run_id),
+            )
+
+    def history_runs(
+        self, dag: str | None = None, limit: int | None = None, *, tasks: bool = True
+    ) -> list[HistoryRun]:
+        where, args = ("WHERE dag = ?", [dag]) if dag is not None else ("", [])
+        runs = f"SELECT {_RUN_COLUMNS} FROM history_runs {where} ORDER BY seq DESC LIMIT ?"
+        with self._tx(write=False) as db:
+            if self._version < 2:
+                return []
+            rows = db.execute(runs, (*args, -1 if limit is None else limit)).fetchall()
+            found: dict[int, list[TaskEnd]] = {row[0]: [] for row in rows}
+            if tasks and rows:
+                for row in db.execute(
+                    f"SELECT run_seq, r.run_id, {_TASK_COLUMNS} FROM history_tasks AS t "
+                    f"JOIN ({runs}) AS r ON r.seq = t.run_seq",
+                    (*args, -1 if limit is None else limit),
+                ):
+                    found[row[0]].append(self._task_end(row[1:]))
+            return [self._run(db, row, found[row[0]]) for row in rows]
+
+    def history_run(self, run_id: str) -> HistoryRun | None:
+        with self._tx(write=False) as db:
+            if self._version < 2:
+                return None
+            row = db.execute(
+                f"SELECT {_RUN_COLUMNS} FROM history_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            tasks = [
+                self._task_end((run_id, *task))
+                for task in db.execute(
+                    f"SELECT {_TASK_COLUMNS} FROM history_tasks AS t WHERE run_seq = ?", (row[0],)
+                )
+            ]
+            return self._run(db, row, tasks)
+
+    def history_tasks(self, dag: str | None, name: str | None) -> list[TaskEnd]:
+        conditions = [c for c, v in (("r.dag = ?", dag), ("t.name = ?", name)) if v is not None]
+        where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
+        with self._tx(write=False) as db:
+            if self._version < 2:
+                return []
+            rows = db.execute(
+                f"SELECT r.run_id, {_TASK_COLUMNS} FROM history_tasks AS t JOIN history_runs AS r "
+                f"ON r.seq = t.run_seq {where} ORDER BY t.run_seq DESC",
+                [v for v in (dag, name) if v is not None],
+            ).fetchall()
+        return [self._task_end(row) for row in rows]
+
+    def _run(
+        self, db: sqlite3.Connection, row: tuple[Any, ...], tasks: list[TaskEnd]
+    ) -> HistoryRun:
+        _, run_id, dag, started, params, digest, version, host, pid, token, status, ended = row
+        graph = self._graphs.get(digest)
+        if graph is None:
+            found = db.execute("SELECT graph FROM history_graphs WHERE hash = ?", (digest,))
+            text = found.fetchone()
+            graph = self._graphs[digest] = self._load(text[0]) if text is not None else {}
+        head = RunHead(
+            run_id, dag, started, self._load(params), graph, version, host, pid, token, 0
+        )
+        end = None if status is None else RunEnd(run_id, status, ended)
+        return HistoryRun(head, tasks, end)
+
+    @staticmethod
+    def _task_end(row: tuple[Any, ...]) -> TaskEnd:
+        return TaskEnd(*row)
 
     def end_run(self, dag: str, run_id: str) -> None:
         with self._lock:
             with self._tx(write=True) as db:
                 _collect(db)
+                db.execute(
+                    "DELETE FROM history_graphs WHERE hash NOT IN (SELECT graph FROM history_runs)"
+                )
             if self._db is not None:
                 with contextlib.suppress(sqlite3.Error):  # a busy reader elsewhere: later
                     self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -323,6 +499,26 @@ def _blob(db: sqlite3.Connection, value: Any) -> tuple[str, str]:
     digest = hashlib.sha256(text.encode()).hexdigest()[:40]
     db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (digest, text))
     return text, digest
+
+
+_HISTORY_TABLES = ("history_runs", "history_graphs", "history_tasks")
+
+
+def _execute_script(db: sqlite3.Connection, script: str) -> None:
+    """Each statement of ``script`` in the current transaction (executescript commits)."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _insert_task(db: sqlite3.Connection, t: TaskEnd) -> None:
+    """Add a task's record to its run; nothing if the run was forgotten."""
+    db.execute(
+        "INSERT OR REPLACE INTO history_tasks SELECT seq, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+        "FROM history_runs WHERE run_id = ?",
+        (t.name, t.status, t.attempts, t.duration, t.started, t.ended, t.cause, t.reason,
+         t.error_type, t.error, t.traceback, t.run_id),
+    )
 
 
 def _collect(db: sqlite3.Connection) -> None:

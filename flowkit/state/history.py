@@ -1,0 +1,607 @@
+"""Run history: what every run of every DAG did, kept beside the cache in the state.
+
+A run is recorded as it goes, in three kinds of record, each written once:
+
+- a :class:`RunHead` when it starts (DAG name, params, graph, host, pid...),
+- a :class:`TaskEnd` as each task ends (status, attempts, timings, error —
+  never its result),
+- a :class:`RunEnd` when it ends (its final status).
+
+Stores keep these records (see :class:`~flowkit.state.stores.Store`); the
+memory and JSON stores index them with a :class:`HistoryIndex`. Readers get
+:class:`RunRecord` objects from :func:`run_record`.
+
+A run without an end record is either still running or its process died.
+Which one is decided when it is read: its head names the host and the pid of
+the recording process plus a token telling that process from a later one with
+the same pid (Linux: the boot id and the process's start time). On the same
+host, a run whose process is gone (or whose pid now belongs to another
+process) is ``"interrupted"``; one recorded by a process on another host
+cannot be checked from here and shows as ``"running"``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from flowkit.outcome import Status, TaskState
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "HistoryIndex",
+    "HistoryRun",
+    "RunEnd",
+    "RunHead",
+    "RunRecord",
+    "TaskEnd",
+    "TaskRecord",
+    "TaskStats",
+    "percentile",
+    "run_record",
+    "task_stats",
+]
+
+DEFAULT_KEEP = 100
+"""Runs kept per DAG name unless ``StateManager(history=N)`` says otherwise."""
+
+RUN_STATUSES = ("success", "failed", "interrupted", "running")
+
+
+# --- public records ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """How one task ended in a recorded run.
+
+    Attributes:
+        status: a :class:`~flowkit.Status` value (``"success"``, ``"failed"``...).
+        attempts: how many times its function was called.
+        duration: seconds spent running (all attempts); ``None`` if it never ran.
+        started: when its first attempt started (UTC), if it ran.
+        ended: when its last attempt ended (UTC), if it ran.
+        cause: for a task that did not run, the task at the root of it.
+        error_type: the class name of its last error, for a failed task.
+        error: the message of that error.
+        reason: a short explanation for a task that did not run.
+        traceback: the formatted traceback of its last error.
+    """
+
+    status: str
+    attempts: int
+    duration: float | None
+    started: datetime | None
+    ended: datetime | None
+    cause: str | None
+    error_type: str | None
+    error: str | None
+    reason: str | None = None
+    traceback: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One recorded run of a DAG, as :meth:`StateManager.runs` returns it.
+
+    Attributes:
+        run_id: the run's id.
+        dag_name: the DAG's name.
+        status: ``"success"``, ``"failed"``, ``"interrupted"`` or ``"running"``.
+        started: when it started (UTC).
+        ended: when it ended (UTC); ``None`` while it runs or if it died.
+        params: its run parameters (values that are not plain data as their ``repr``).
+        tasks: task name -> :class:`TaskRecord`, for the tasks that ended so far.
+        flowkit_version: the flowkit version that ran it.
+        host: the machine it ran on.
+        pid: the process that ran it.
+        graph: each task of the run -> its upstream task names.
+    """
+
+    run_id: str
+    dag_name: str
+    status: str
+    started: datetime
+    ended: datetime | None
+    params: dict[str, Any]
+    tasks: dict[str, TaskRecord]
+    flowkit_version: str
+    host: str
+    pid: int
+    graph: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, ``None`` until it ended."""
+        return None if self.ended is None else (self.ended - self.started).total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStats:
+    """A task's record over the retained runs (see :meth:`StateManager.task_stats`).
+
+    Attributes:
+        count: runs in which the task has a record.
+        failures: how many of those it FAILED.
+        median: median duration of its successful runs, in seconds (``None``: no data).
+        p90: 90th percentile of those durations (``None``: no data).
+    """
+
+    count: int
+    failures: int
+    median: float | None
+    p90: float | None
+
+
+# --- what stores keep ------------------------------------------------------------------
+
+
+class RunHead(NamedTuple):
+    """The record written when a run starts.
+
+    ``token`` tells the recording process from a later one with the same pid;
+    ``keep`` is how many runs of the DAG to retain, this one included.
+    """
+
+    run_id: str
+    dag: str
+    started: float
+    params: dict[str, Any]
+    graph: dict[str, list[str]]
+    version: str
+    host: str
+    pid: int
+    token: str
+    keep: int
+
+
+class TaskEnd(NamedTuple):
+    """The record written when a task of a run ends (times are ``time.time()`` values)."""
+
+    run_id: str
+    name: str
+    status: str
+    attempts: int
+    duration: float | None
+    started: float | None
+    ended: float | None
+    cause: str | None
+    reason: str | None
+    error_type: str | None
+    error: str | None
+    traceback: str | None
+
+
+class RunEnd(NamedTuple):
+    """The record written when a run ends."""
+
+    run_id: str
+    status: str
+    ended: float
+
+
+class HistoryRun(NamedTuple):
+    """A run as a store returns it: its head, its task records and its end if any."""
+
+    head: RunHead
+    tasks: list[TaskEnd]
+    end: RunEnd | None
+
+
+# --- records to and from plain data (the JSON journal's lines) --------------------------
+
+
+def head_to_data(head: RunHead) -> dict[str, Any]:
+    """A JSON object for ``head`` (``"t": "hs"``); see :func:`head_from_data`."""
+    return {"t": "hs", **head._asdict()}
+
+
+def task_to_data(task: TaskEnd) -> dict[str, Any]:
+    """A JSON object for ``task`` (``"t": "ht"``), leaving out empty fields."""
+    data: dict[str, Any] = {"t": "ht"}
+    data.update((k, v) for k, v in task._asdict().items() if v is not None)
+    return data
+
+
+def end_to_data(end: RunEnd) -> dict[str, Any]:
+    """A JSON object for ``end`` (``"t": "he"``)."""
+    return {"t": "he", **end._asdict()}
+
+
+def head_from_data(rec: Mapping[str, Any]) -> RunHead:
+    """The :class:`RunHead` of a ``"hs"`` object; ``ValueError`` if it is malformed."""
+    graph = rec["graph"]
+    if not isinstance(graph, dict) or not all(
+        isinstance(ups, list) and all(isinstance(u, str) for u in ups) for ups in graph.values()
+    ):
+        raise ValueError("a run's graph must map task names to lists of names")
+    params = rec["params"]
+    if not isinstance(params, dict):
+        raise ValueError("a run's params must be an object")
+    return RunHead(
+        _str(rec["run_id"]), _str(rec["dag"]), _num(rec["started"]), params, graph,
+        _str(rec["version"]), _str(rec["host"]), _int(rec["pid"]), _str(rec["token"]),
+        _int(rec["keep"]),
+    )
+
+
+def task_from_data(rec: Mapping[str, Any]) -> TaskEnd:
+    """The :class:`TaskEnd` of a ``"ht"`` object; ``ValueError`` if it is malformed."""
+    return TaskEnd(
+        _str(rec["run_id"]), _str(rec["name"]), _str(rec["status"]), _int(rec["attempts"]),
+        _opt(_num, rec.get("duration")), _opt(_num, rec.get("started")),
+        _opt(_num, rec.get("ended")), _opt(_str, rec.get("cause")),
+        _opt(_str, rec.get("reason")), _opt(_str, rec.get("error_type")),
+        _opt(_str, rec.get("error")), _opt(_str, rec.get("traceback")),
+    )
+
+
+def end_from_data(rec: Mapping[str, Any]) -> RunEnd:
+    """The :class:`RunEnd` of a ``"he"`` object; ``ValueError`` if it is malformed."""
+    status = _str(rec["status"])
+    if status not in RUN_STATUSES:
+        raise ValueError(f"unknown run status {status!r}")
+    return RunEnd(_str(rec["run_id"]), status, _num(rec["ended"]))
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {value!r}")
+    return value
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _num(value: Any) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _opt(check: Any, value: Any) -> Any:
+    return None if value is None else check(value)
+
+
+# --- the in-memory index (memory and JSON stores) ----------------------------------------
+
+
+class _Run:
+    __slots__ = ("end", "head", "tasks")
+
+    def __init__(self, head: RunHead):
+        self.head = head
+        # Task records as plain tuples: the garbage collector stops tracking
+        # those (not named tuples), and a long history holds a great many.
+        self.tasks: dict[str, tuple[Any, ...]] = {}
+        self.end: RunEnd | None = None
+
+
+class HistoryIndex:
+    """The retained runs, in the order they started; retention applied as heads arrive."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, _Run] = {}  # run id -> run, oldest first
+        self._by_dag: dict[str, list[str]] = {}  # DAG name -> its run ids, oldest first
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def records(self) -> int:
+        """How many records the retained runs consist of (heads, tasks and ends)."""
+        return sum(1 + len(r.tasks) + (r.end is not None) for r in self._runs.values())
+
+    def start(self, head: RunHead) -> None:
+        """Add a run, then forget the oldest runs of its DAG beyond ``head.keep``."""
+        if head.run_id in self._runs:
+            return  # recorded twice (a rewritten file read again): the first counts
+        ids = self._by_dag.setdefault(head.dag, [])
+        if ids and self._runs[ids[-1]].head.graph == head.graph:
+            # Most runs of a DAG have the same graph: keep it once.
+            head = head._replace(graph=self._runs[ids[-1]].head.graph)
+        self._runs[head.run_id] = _Run(head)
+        ids.append(head.run_id)
+        if len(ids) > head.keep:
+            for gone in ids[: len(ids) - head.keep]:
+                del self._runs[gone]
+            del ids[: len(ids) - head.keep]
+
+    def task(self, task: TaskEnd) -> None:
+        """Add a task's record to its run (ignored once the run is forgotten)."""
+        run = self._runs.get(task.run_id)
+        if run is not None:
+            run.tasks[task.name] = tuple(task)
+
+    def end(self, end: RunEnd) -> None:
+        """Mark a run ended."""
+        run = self._runs.get(end.run_id)
+        if run is not None:
+            run.end = end
+
+    def apply(self, rec: Mapping[str, Any]) -> None:
+        """Apply a JSON object of kind ``hs``, ``ht`` or ``he``; ``ValueError`` if malformed."""
+        kind = rec["t"]
+        if kind == "ht":
+            self.task(task_from_data(rec))
+        elif kind == "hs":
+            self.start(head_from_data(rec))
+        elif kind == "he":
+            self.end(end_from_data(rec))
+        else:
+            raise ValueError(f"unknown history record {kind!r}")
+
+    def clear(self) -> None:
+        """Forget every run."""
+        self._runs.clear()
+        self._by_dag.clear()
+
+    def dump(self) -> Iterable[dict[str, Any]]:
+        """Every retained record as a JSON object, in an order :meth:`apply` can replay."""
+        for run in self._runs.values():
+            yield head_to_data(run.head)
+            yield from (task_to_data(TaskEnd._make(t)) for t in run.tasks.values())
+            if run.end is not None:
+                yield end_to_data(run.end)
+
+    def runs(self, dag: str | None, limit: int | None, *, tasks: bool) -> list[HistoryRun]:
+        """Runs newest first, of ``dag`` (all for ``None``), at most ``limit``."""
+        ids: Sequence[str] = list(self._runs) if dag is None else self._by_dag.get(dag, [])
+        chosen = list(reversed(ids))
+        if limit is not None:
+            chosen = chosen[:limit]
+        return [self._view(self._runs[i], tasks=tasks) for i in chosen]
+
+    def run(self, run_id: str) -> HistoryRun | None:
+        """One run by id, with its tasks."""
+        run = self._runs.get(run_id)
+        return None if run is None else self._view(run, tasks=True)
+
+    def task_ends(self, dag: str | None, name: str | None) -> list[TaskEnd]:
+        """Records of task ``name`` (every task for ``None``) in runs of ``dag``, newest first."""
+        ids: Sequence[str] = list(self._runs) if dag is None else self._by_dag.get(dag, [])
+        found: list[TaskEnd] = []
+        for run_id in reversed(ids):
+            records = self._runs[run_id].tasks
+            if name is None:
+                found.extend(map(TaskEnd._make, records.values()))
+            elif name in records:
+                found.append(TaskEnd._make(records[name]))
+        return found
+
+    @staticmethod
+    def _view(run: _Run, *, tasks: bool) -> HistoryRun:
+        ends = list(map(TaskEnd._make, run.tasks.values())) if tasks else []
+        return HistoryRun(run.head, ends, run.end)
+
+
+# --- reading: records for users -----------------------------------------------------------
+
+
+def run_record(run: HistoryRun) -> RunRecord:
+    """The :class:`RunRecord` of a stored run, its status settled (see the module docs)."""
+    head, end = run.head, run.end
+    if end is not None:
+        status, ended = end.status, _time(end.ended)
+    else:
+        status, ended = ("running" if _alive(head) else "interrupted"), None
+    return RunRecord(
+        run_id=head.run_id,
+        dag_name=head.dag,
+        status=status,
+        started=_when(head.started),
+        ended=ended,
+        params=dict(head.params),
+        tasks={t.name: _task_record(t) for t in run.tasks},
+        flowkit_version=head.version,
+        host=head.host,
+        pid=head.pid,
+        graph={name: tuple(ups) for name, ups in head.graph.items()},
+    )
+
+
+def _task_record(t: TaskEnd) -> TaskRecord:
+    return TaskRecord(
+        status=t.status,
+        attempts=t.attempts,
+        duration=t.duration,
+        started=_time(t.started),
+        ended=_time(t.ended),
+        cause=t.cause,
+        error_type=t.error_type,
+        error=t.error,
+        reason=t.reason,
+        traceback=t.traceback,
+    )
+
+
+def _when(seconds: float) -> datetime:
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):  # an absurd time in a damaged file
+        return datetime.fromtimestamp(0, UTC)
+
+
+def _time(seconds: float | None) -> datetime | None:
+    return None if seconds is None else _when(seconds)
+
+
+def task_stats(records: Iterable[TaskEnd]) -> TaskStats:
+    """Count, failures, median and p90 of the durations of the successful ones."""
+    count = failures = 0
+    durations: list[float] = []
+    for record in records:
+        count += 1
+        if record.status == "failed":
+            failures += 1
+        elif record.status == "success" and record.duration is not None:
+            durations.append(record.duration)
+    durations.sort()
+    if not durations:
+        return TaskStats(count, failures, None, None)
+    return TaskStats(count, failures, percentile(durations, 50), percentile(durations, 90))
+
+
+def medians(records: Iterable[TaskEnd]) -> dict[str, float]:
+    """Each task's median duration over its successful ``records``."""
+    durations: dict[str, list[float]] = {}
+    for record in records:
+        if record.status == "success" and record.duration is not None:
+            durations.setdefault(record.name, []).append(record.duration)
+    return {name: percentile(sorted(found), 50) for name, found in durations.items()}
+
+
+def percentile(ordered: Sequence[float], pct: float) -> float:
+    """The ``pct`` percentile of sorted, non-empty ``ordered`` (linear interpolation)."""
+    rank = (len(ordered) - 1) * pct / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+# --- writing: records from a run ------------------------------------------------------------
+
+_ACTIVE: set[str] = set()  # ids of the runs this process is recording now
+_ERROR_LIMIT = 2_000
+_TRACEBACK_LIMIT = 20_000
+
+
+def started(run_id: str) -> None:
+    """Note that this process records ``run_id`` (it is "running" until :func:`ended`)."""
+    _ACTIVE.add(run_id)
+
+
+def ended(run_id: str) -> None:
+    """Note that this process stopped recording ``run_id``."""
+    _ACTIVE.discard(run_id)
+
+
+def make_head(
+    run_id: str,
+    dag: str,
+    started_at: float,
+    params: Mapping[str, Any],
+    graph: Mapping[str, Sequence[str]],
+    keep: int,
+) -> RunHead:
+    """The head record of a run starting now in this process."""
+    from flowkit import __version__  # the package is imported by now; no cycle at runtime
+
+    return RunHead(
+        run_id, dag, started_at, {str(k): plain(v) for k, v in params.items()},
+        {name: list(ups) for name, ups in graph.items()}, __version__, _HOST, os.getpid(),
+        _own_token(), keep,
+    )
+
+
+def task_end(run_id: str, state: TaskState, status: Status) -> TaskEnd:
+    """The record of how ``state``'s task ended: no result, the error as text."""
+    attempts = state.history
+    error = state.error
+    error_type = message = trace = None
+    if error is not None:
+        error_type = type(error).__name__
+        message = clip(_text(error), _ERROR_LIMIT)
+        if status is Status.FAILED:  # rare, and worth the whole story
+            trace = clip_tail(_text(error, full=True), _TRACEBACK_LIMIT)
+    return TaskEnd(
+        run_id, state.name, status.value, state.attempts,
+        state.duration if attempts else None,
+        attempts[0].started_at if attempts else None,
+        attempts[-1].finished_at if attempts else None,
+        state.cause, state.reason, error_type, message, trace,
+    )
+
+
+def restored_end(run_id: str, name: str, status: Status, previous: str) -> TaskEnd:
+    """The record of a task restored on resume from run ``previous``."""
+    return TaskEnd(
+        run_id, name, status.value, 0, None, None, None, None,
+        f"restored from run {previous}", None, None, None,
+    )
+
+
+def _text(error: BaseException, *, full: bool = False) -> str:
+    try:
+        return "".join(traceback.format_exception(error)) if full else str(error)
+    except Exception as exc:  # a broken __str__ must not break the run
+        return f"<{type(error).__name__} (str failed: {type(exc).__name__})>"
+
+
+def plain(value: Any, depth: int = 0) -> Any:
+    """``value`` as JSON data: plain data as is, anything else as its ``repr``."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if depth < 8 and isinstance(value, list | tuple):
+        return [plain(v, depth + 1) for v in value]
+    if depth < 8 and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: plain(v, depth + 1) for k, v in value.items()}
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not break the run
+        text = f"<{type(value).__name__} (repr failed: {type(exc).__name__})>"
+    return clip(text, _ERROR_LIMIT)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def clip_tail(text: str, limit: int) -> str:
+    """``text`` keeping its last ``limit`` characters (a traceback ends with the error)."""
+    return text if len(text) <= limit else "…" + text[-(limit - 1):]
+
+
+# --- liveness of a run without an end record -------------------------------------------------
+
+_HOST = socket.gethostname()
+_TOKEN: list[str] = []  # this process's token, made once
+
+
+def _own_token() -> str:
+    if not _TOKEN:
+        _TOKEN.append(process_token(os.getpid()))
+    return _TOKEN[0]
+
+
+def process_token(pid: int) -> str:
+    """What tells process ``pid`` from a later one with the same pid: on Linux, the
+    boot id and its start time in clock ticks; ``""`` where that is not known."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+        with open("/proc/sys/kernel/random/boot_id", "rb") as file:
+            boot = file.read().strip()
+        # Field 22 is the start time; the name (field 2) may hold spaces and parentheses.
+        start = stat[stat.rindex(b")") + 2 :].split()[19]
+    except (OSError, ValueError, IndexError):
+        return ""
+    return f"{boot.decode(errors='replace')}:{start.decode(errors='replace')}"
+
+
+def _alive(head: RunHead) -> bool:
+    """Whether the process recording ``head``'s run may still be at it."""
+    if head.host != _HOST:
+        return True  # another machine: nothing here can tell
+    if not 0 < head.pid < 2**31:
+        return False  # a damaged record (and kill(0 or -1) would mean process groups)
+    if head.pid == os.getpid() and head.token == _own_token():
+        return head.run_id in _ACTIVE
+    try:
+        os.kill(head.pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        pass
+    return not head.token or process_token(head.pid) == head.token
