@@ -2,7 +2,9 @@
 
 A workflow file is a plain Python file that defines tasks (and usually a
 ``DAG``). ``FILE:NAME`` picks one object of the file by its variable name: a
-DAG, or a task (which runs with everything upstream of it).
+DAG, or a task (which runs with everything upstream of it). Without NAME the
+file's DAG is used if it defines exactly one; a file with several DAGs needs
+NAME; a file with none runs every task it defines.
 
 The file is imported under its stem as module name (``etl.py`` → ``etl``) and
 its directory goes first on ``sys.path``, so worker processes of the process
@@ -21,7 +23,9 @@ import json
 import logging
 import os
 import reprlib
+import stat
 import sys
+import tempfile
 import textwrap
 import traceback
 from collections.abc import Callable, Sequence
@@ -153,8 +157,8 @@ def _workflow_argument(parser: argparse.ArgumentParser) -> None:
         "workflow",
         metavar="FILE[:NAME]",
         help="a Python file defining tasks; NAME picks a DAG (or a task) of the file by "
-        "variable name. Without NAME: the file's DAG if it defines exactly one, else "
-        "every task the file defines",
+        "variable name. Without NAME: the file's DAG if it defines exactly one (with "
+        "several, NAME is required), or every task the file defines if it defines none",
     )
 
 
@@ -317,7 +321,8 @@ def load_workflow(spec: str) -> DAG:
     """The DAG that ``FILE[:NAME]`` designates (see the module docstring).
 
     Raises:
-        UsageError: the file is missing, does not import, or has no such NAME.
+        UsageError: the file is missing, does not import, has no such NAME, or
+            defines several DAGs and NAME does not say which (the message lists them).
     """
     path, name = _split(spec)
     before = set(registry)
@@ -334,9 +339,14 @@ def load_workflow(spec: str) -> DAG:
         raise UsageError(
             f"{path}:{name} is a {type(chosen).__name__}, not a DAG or a task; {_contents(module)}"
         )
-    dags = list({id(v): v for v in vars(module).values() if isinstance(v, DAG)}.values())
+    dags = _dags_of(module)
     if len(dags) == 1:
-        return dags[0]
+        return next(iter(dags.values()))
+    if dags:
+        choices = ", ".join(f"{path}:{name}" for name in dags)
+        raise UsageError(
+            f"{path} defines {len(dags)} DAGs; say which one to use: {choices}"
+        )
     defined = [t for t in registry if t not in before]
     if not defined:
         raise UsageError(
@@ -344,6 +354,15 @@ def load_workflow(spec: str) -> DAG:
             "(and wire them with >>) or create a flowkit.DAG in it"
         )
     return DAG(defined, name=stem)
+
+
+def _dags_of(module: ModuleType) -> dict[str, DAG]:
+    """The module's DAGs by variable name (a DAG bound to two names counts once)."""
+    found: dict[int, tuple[str, DAG]] = {}
+    for name, value in vars(module).items():
+        if isinstance(value, DAG):
+            found.setdefault(id(value), (name, value))
+    return dict(found.values())
 
 
 def _split(spec: str) -> tuple[str, str | None]:
@@ -440,7 +459,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--address is the address of a Dask cluster: use it with --executor dask")
     dag = load_workflow(args.workflow)
     targets = _targets(args.targets)
-    state = StateManager(args.state) if args.state else None
+    if args.report:  # found now, not after every task has run
+        _check_writable(args.report, "the report")
+    state = StateManager(args.state) if args.state else None  # opens it: checked too
     bar = ProgressBar(sys.stderr, enabled=args.progress)
     configure_logging(args.log_level, json=args.json_logs, stream=bar.wrap(sys.stderr))
     keep = _Keep()
@@ -470,6 +491,38 @@ def _run(args: argparse.Namespace) -> int:
         if state is not None:
             state.close()
     return _finish(result, args, targets)
+
+
+def _check_writable(path: str, what: str) -> None:
+    """Raise ``UsageError`` unless ``path`` can be written as a file (without changing it)."""
+    problem = None
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            problem = f"its directory {directory} does not exist"
+        else:  # a real probe: permissions, a read-only file system, root's rights
+            try:
+                with tempfile.TemporaryFile(dir=directory):
+                    pass
+            except OSError as exc:
+                problem = f"its directory does not take new files ({exc.strerror or exc})"
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    else:
+        if stat.S_ISDIR(mode):
+            problem = "it is a directory; give a file name"
+        elif stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            problem = "it is not a regular file"
+        elif stat.S_ISREG(mode):
+            try:
+                with open(path, "ab"):  # appends nothing: the file stays as it is
+                    pass
+            except OSError as exc:
+                problem = exc.strerror or str(exc)
+    if problem is not None:
+        raise UsageError(f"cannot write {what} to {path}: {problem}. Nothing was run.")
 
 
 def _finish(result: RunResult, args: argparse.Namespace, targets: list[str] | None) -> int:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -204,10 +205,64 @@ def test_selecting_a_task_or_the_whole_file(
         two = DAG([b], name="two")
         """,
     )
-    code, out, _ = _run(["run", path], capsys)  # two DAGs: every task of the file
-    assert code == 0 and "of 'flow': ok" in out and "a  1" in out and "b  2" in out
     code, out, _ = _run(["run", f"{path}:two"], capsys)
     assert code == 0 and "of 'two': ok" in out and "a  1" not in out
+    code, out, _ = _run(["run", f"{path}:b"], capsys)  # a task: it and its upstream
+    assert code == 0 and "of 'flow': ok" in out and "b  2" in out
+
+
+@pytest.mark.parametrize("command", [["run"], ["graph"], ["plan"]])
+def test_a_file_with_several_dags_needs_a_name(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _workflow(
+        tmp_path,
+        """
+        from flowkit import DAG, task
+
+        calls = []
+
+        @task
+        def b() -> int:
+            calls.append("b")
+            return 2
+
+        @task
+        def c() -> int:
+            calls.append("c")
+            return 3
+
+        hourly = DAG([b], name="hourly")
+        nightly = DAG([c], name="nightly")
+        also_hourly = hourly  # one DAG under two names is listed once
+        """,
+    )
+    code, out, err = _run([*command, path], capsys)
+    assert code == 2 and out == ""
+    assert f"defines 2 DAGs; say which one to use: {path}:hourly, {path}:nightly" in err
+    code, out, err = _run([*command, f"{path}:nightly"], capsys)
+    assert code == 0, err
+    assert set(re.findall(r"\b[bc]\b", out)) == {"c"}  # the task of nightly alone
+
+
+def test_a_file_with_one_dag_or_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = textwrap.dedent("""
+        from flowkit import DAG, task
+
+        @task
+        def a() -> int:
+            return 1
+
+        @task
+        def b() -> int:
+            return 2
+        """)
+    path = _workflow(tmp_path, body + "\nonly = DAG([a], name='only')\n", "one.py")
+    code, out, _ = _run(["run", path], capsys)
+    assert code == 0 and "of 'only': ok" in out and "b  2" not in out
+    path = _workflow(tmp_path, body, "none.py")
+    code, out, _ = _run(["run", path], capsys)  # no DAG: every task the file defines
+    assert code == 0 and "of 'none': ok" in out and "a  1" in out and "b  2" in out
 
 
 def test_targets_print_the_targets_results(capsys: pytest.CaptureFixture[str]) -> None:
@@ -297,6 +352,51 @@ def test_report_is_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert text.startswith("<!DOCTYPE html>") and "publish_report" in text
     code, _, err = _run(["run", EXAMPLE, "--report", str(tmp_path / "no" / "dir.html")], capsys)
     assert code == 2 and "cannot write the report" in err
+
+
+COUNTING = """
+    from pathlib import Path
+
+    from flowkit import task
+
+    @task
+    def work() -> int:
+        Path(__file__).with_name("ran").touch()
+        return 1
+"""
+
+
+@pytest.mark.parametrize(
+    ("option", "where", "message"),
+    [
+        ("--report", "missing/run.html", "its directory .*missing does not exist"),
+        ("--report", ".", "is a directory"),
+        ("--report", "fifo", "not a regular file"),
+        ("--state", "missing/state.json", "cannot open state file"),
+        ("--state", ".", "state"),
+    ],
+)
+def test_output_paths_are_checked_before_anything_runs(
+    option: str, where: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _workflow(tmp_path, COUNTING)
+    os.mkfifo(tmp_path / "fifo")
+    code, out, err = _run(["run", path, option, str(tmp_path / where)], capsys)
+    assert code == 2 and out == ""
+    assert re.search(message, err), err
+    assert not (tmp_path / "ran").exists()  # the check came first
+    assert not (tmp_path / "missing").exists()
+
+
+def test_an_existing_report_file_passes_the_check_and_is_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "run.html"
+    report.write_text("old", encoding="utf-8")
+    code, _, err = _run(["run", _workflow(tmp_path, COUNTING), "--report", str(report)], capsys)
+    assert code == 0, err
+    assert "work" in report.read_text(encoding="utf-8")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("tmp")] == []
 
 
 # --- the progress bar --------------------------------------------------------------------
