@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import json
 import logging
 import os
 import reprlib
@@ -30,12 +29,13 @@ import textwrap
 import traceback
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, TextIO
+from typing import TextIO
 
 from flowkit import __version__
 from flowkit.dag import DAG
 from flowkit.exceptions import FlowkitError, TaskExecutionError
 from flowkit.logging import configure_logging
+from flowkit.params import typed_params
 from flowkit.progress import ProgressBar
 from flowkit.results import RunResult
 from flowkit.state import CacheInfo, StateManager
@@ -198,10 +198,12 @@ def _run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     sub.add_argument(
         "--param",
         action="append",
-        type=_parameter,
+        type=_parameter_text,
         metavar="NAME=VALUE",
-        help="a run parameter (repeatable); VALUE is read as JSON when it is valid JSON "
-        '(3, true, [1, 2], "text"), else taken as a string',
+        help="a run parameter (repeatable). VALUE is converted to the type the receiving "
+        "task parameter is annotated with (int, float, bool, str, date, datetime, Path, "
+        "Decimal, an Enum, list/dict as JSON); without an annotation it is read as JSON "
+        "when it is valid JSON, else taken as a string",
     )
     sub.add_argument("--state", metavar="PATH", help="a state file for caching and --resume")
     sub.add_argument(
@@ -298,14 +300,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _parameter(text: str) -> tuple[str, Any]:
+def _parameter_text(text: str) -> tuple[str, str]:
+    """``"NAME=VALUE"`` → ``(NAME, VALUE)``; the value is typed later (``flowkit.params``)."""
     name, sep, value = text.partition("=")
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        return name.strip(), json.loads(value)
-    except ValueError:
-        return name.strip(), value
+    return name.strip(), value
 
 
 def _targets(values: list[str] | None) -> list[str] | None:
@@ -459,6 +459,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--address is the address of a Dask cluster: use it with --executor dask")
     dag = load_workflow(args.workflow)
     targets = _targets(args.targets)
+    params = typed_params(dag.tasks, dict(args.param or ()))
     if args.report:  # found now, not after every task has run
         _check_writable(args.report, "the report")
     state = StateManager(args.state) if args.state else None  # opens it: checked too
@@ -474,7 +475,7 @@ def _run(args: argparse.Namespace) -> int:
             state=state,
             resume=args.resume,
             hooks=[bar, keep],
-            params=dict(args.param or ()),
+            params=params,
             address=args.address,
         )
     except TaskExecutionError as exc:
