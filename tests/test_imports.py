@@ -8,8 +8,14 @@ import sys
 
 import pytest
 
-# Loaded only by what needs them: an SQLite state, an HTML report.
-LAZY = ("sqlite3", "flowkit.report", "flowkit.state.stores.sqlite")
+# Loaded only by what needs them: a state file, an HTML report.
+LAZY = (
+    "sqlite3",
+    "flowkit.report",
+    "flowkit.state.stores.sqlite",
+    "flowkit.state.stores.journal",
+    "flowkit.state.serializers",
+)
 
 
 def _loaded_after(code: str) -> set[str]:
@@ -30,6 +36,9 @@ def test_import_flowkit_loads_none_of_the_heavy_modules() -> None:
     [
         ("import flowkit.stores as s; s.SQLiteStore", "sqlite3"),
         ("import flowkit; flowkit.StateManager('x.db')", "flowkit.state.stores.sqlite"),
+        ("import flowkit; flowkit.StateManager('x.json')", "flowkit.state.stores.journal"),
+        ("import flowkit.stores as s; s.JSONStore", "flowkit.state.stores.journal"),
+        ("import flowkit; flowkit.StateManager('x.json').serializer", "flowkit.state.serializers"),
         (
             "import flowkit; r = flowkit.DAG([flowkit.Task(int, name='n')]).run(executor='sync');"
             " r.to_html()",

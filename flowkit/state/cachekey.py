@@ -23,17 +23,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import datetime
-import decimal
 import enum
 import functools
 import hashlib
 import inspect
 import os
-import pathlib
+import sys
 import time
 import types
-import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -139,19 +136,32 @@ _versions: weakref.WeakKeyDictionary[Task[..., Any], tuple[int, str]] = weakref.
 
 # --- inputs ---------------------------------------------------------------------
 
-_SCALARS: dict[type, str] = {
-    datetime.datetime: "dt",
-    datetime.date: "d",
-    datetime.time: "tm",
-    datetime.timedelta: "td",
-    decimal.Decimal: "dec",
-    uuid.UUID: "uuid",
-    complex: "c",
-    pathlib.PurePosixPath: "pp",
-    pathlib.PureWindowsPath: "pw",
-    pathlib.PosixPath: "pp",
-    pathlib.WindowsPath: "pw",
+# Value types hashed through ``str()``, by where they are defined. They are
+# looked up by name so that this module imports none of their modules: a value
+# of one of these types means its module is loaded already (see _scalar_tag).
+_SCALARS: dict[tuple[str, str], str] = {
+    ("datetime", "datetime"): "dt",
+    ("datetime", "date"): "d",
+    ("datetime", "time"): "tm",
+    ("datetime", "timedelta"): "td",
+    ("decimal", "Decimal"): "dec",
+    ("uuid", "UUID"): "uuid",
+    ("builtins", "complex"): "c",
+    ("pathlib", "PurePosixPath"): "pp",
+    ("pathlib", "PureWindowsPath"): "pw",
+    ("pathlib", "PosixPath"): "pp",
+    ("pathlib", "WindowsPath"): "pw",
 }
+
+
+def _scalar_tag(kind: type) -> str | None:
+    """The tag of one of the ``_SCALARS`` types, or ``None`` for any other type."""
+    where = (kind.__module__, kind.__qualname__)
+    tag = _SCALARS.get(where)
+    # The very class, not one that merely claims its name.
+    if tag is None or getattr(sys.modules.get(where[0]), where[1], None) is not kind:
+        return None
+    return tag
 
 
 def input_hash(args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None) -> str:
@@ -206,9 +216,9 @@ def _canon(value: Any, out: list[str]) -> None:
         out.append("<" if kind is set else "F<")
         out.extend(sorted(_part(item) for item in value))
         out.append(">")
-    elif kind in _SCALARS:
+    elif (tag := _scalar_tag(kind)) is not None:
         text = str(value)
-        out.append(f"{_SCALARS[kind]}{len(text)}:{text}")
+        out.append(f"{tag}{len(text)}:{text}")
     elif value is SKIPPED:
         out.append("SKIPPED")
     elif isinstance(value, enum.Enum):

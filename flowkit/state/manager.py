@@ -34,7 +34,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from flowkit.context import RunContext
 from flowkit.exceptions import StateError
@@ -42,9 +42,11 @@ from flowkit.outcome import Status, TaskState
 from flowkit.state import history as _history
 from flowkit.state.cachekey import UncacheableInput, cache_key, code_hash, input_hash, task_version
 from flowkit.state.history import DEFAULT_KEEP, RunEnd, RunRecord, TaskEnd, TaskStats
-from flowkit.state.serializers import JSONSerializer, Serializer
-from flowkit.state.stores import CacheEntry, JSONStore, MemoryStore, Outcome, Store
+from flowkit.state.stores import CacheEntry, MemoryStore, Outcome, Store
 from flowkit.task import Task
+
+if TYPE_CHECKING:  # pragma: no cover - loaded on first use (see StateManager.serializer)
+    from flowkit.state.serializers import Serializer
 
 __all__ = ["CacheInfo", "StateManager"]
 
@@ -127,7 +129,7 @@ class StateManager:
         self._store = _make_store(path, backend, store)
         self.history_size = history
         self.path: str | None = None if path is None else os.fspath(path)
-        self.serializer: Serializer = serializer if serializer is not None else JSONSerializer()
+        self._serializer = serializer
         self.clock = clock
         self._lock = threading.RLock()
         self._books: dict[str, _RunBook] = {}
@@ -136,6 +138,20 @@ class StateManager:
         # Finished runs whose outcomes wait to be recorded until something reads
         # them (see _record), by DAG name.
         self._unflushed: dict[str, _RunBook] = {}
+
+    @property
+    def serializer(self) -> Serializer:
+        """How results are written to a file (the in-memory store keeps the objects)."""
+        if self._serializer is None:
+            # Made on first use: most states are in memory and never need one.
+            from flowkit.state.serializers import JSONSerializer
+
+            self._serializer = JSONSerializer()
+        return self._serializer
+
+    @serializer.setter
+    def serializer(self, serializer: Serializer) -> None:
+        self._serializer = serializer
 
     @property
     def store(self) -> Store:
@@ -734,4 +750,6 @@ def _make_store(
         from flowkit.state.stores.sqlite import SQLiteStore  # loads sqlite3: only when used
 
         return SQLiteStore(text)
+    from flowkit.state.stores.journal import JSONStore  # loaded only when used
+
     return JSONStore(text)

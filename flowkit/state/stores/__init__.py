@@ -10,17 +10,22 @@
 from typing import TYPE_CHECKING, Any
 
 from flowkit.state.stores.base import CacheEntry, Outcome, Store
-from flowkit.state.stores.journal import JSONStore
 from flowkit.state.stores.memory import MemoryStore
 
 if TYPE_CHECKING:  # pragma: no cover - loaded on first use, below
+    from flowkit.state.stores.journal import JSONStore
     from flowkit.state.stores.sqlite import SQLiteStore
 
 __all__ = ["CacheEntry", "JSONStore", "MemoryStore", "Outcome", "SQLiteStore", "Store"]
 
 
 def __getattr__(name: str) -> Any:
-    # sqlite3 takes a while to import and most runs never use it: load on first use.
+    # The file stores (and sqlite3, tempfile) take a while to import and most
+    # states live in memory: load each on first use.
+    if name == "JSONStore":
+        from flowkit.state.stores.journal import JSONStore
+
+        return JSONStore
     if name == "SQLiteStore":
         from flowkit.state.stores.sqlite import SQLiteStore
 
