@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
-import contextvars
-import functools
-import queue
+import dataclasses
 import random
 import reprlib
 import secrets
@@ -23,15 +21,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from flowkit import render
-from flowkit.backends import Completion, make_backend
-from flowkit.backends.asyncio import AsyncRunner
+from flowkit.backends import make_backend
+from flowkit.backends.sync import PlanBackend
 from flowkit.context import RunContext
 from flowkit.exceptions import FlowkitError, TaskNotFoundError
 from flowkit.graph import Graph, stale_message, stale_upstream, upstream_closure
 from flowkit.hooks import HookDispatcher
 from flowkit.logging import LoggingHook
 from flowkit.results import RunResult
-from flowkit.scheduler import CANCEL, Scheduler, StateProtocol
+from flowkit.run_options import RunOptions, StateProtocol, Targets
+from flowkit.scheduler import Scheduler
 from flowkit.state import StateManager
 from flowkit.task import Registry, Task, registry
 
@@ -165,8 +164,12 @@ class DAG:
         """
         graph = self._select(targets)
         chosen = set(graph.names)
+        backend = PlanBackend()  # the real scheduler, on a backend that runs nothing
+        ctx = RunContext(self.name, "plan", len(graph), backend.name)
+        options = RunOptions(executor="sync").timed()
+        Scheduler(graph, backend, ctx, HookDispatcher(()), options, planning=True).run()
         return Plan(
-            order=[graph.names[i] for i in graph.simulated_order()],
+            order=[graph.names[i] for i in backend.order],
             excluded=[n for n in self._graph.names if n not in chosen],
         )
 
@@ -216,46 +219,11 @@ class DAG:
             TaskNotFoundError: a target is not in the DAG.
             KeyboardInterrupt: re-raised after pending work is cancelled.
         """
-        if max_concurrency is not None and (
-            not isinstance(max_concurrency, int) or max_concurrency < 1
-        ):
-            raise FlowkitError(
-                f"max_concurrency must be a positive integer or None, got {max_concurrency!r}"
-            )
-        graph = self._select(targets)
-        params = _params(params)
-        # A parameter of a task that targets leaves out is not a typo.
-        outside = self._graph.parameter_names() if graph is not self._graph and params else ()
-        keyword_inputs = graph.bind_params(params, outside)
-        manager = state if state is not None else self.state
-        done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
-        caller = _async_caller.get()
-        if caller is not None:
-            caller.attach(done)
-        backend = make_backend(executor, max_workers, done, address=address)
-        aio = (
-            AsyncRunner(done, loop=caller.loop if caller else None, max_concurrency=max_concurrency)
-            if graph.has_async
-            else None
-        )
-        ctx = RunContext(self.name, _new_run_id(), len(graph), backend.name, params)
-        dispatcher = HookDispatcher([manager, LoggingHook(), *hooks])
-        return Scheduler(
-            graph,
-            backend,
-            done,
-            ctx,
-            dispatcher,
-            fail_fast=fail_fast,
-            state=manager,
-            resume=resume,
-            keyword_inputs=keyword_inputs,
-            aio=aio,
-            rng=rng,
-            clock=clock,
-            sleep=sleep,
-        ).run()
-
+        return self._run(RunOptions(
+            executor=executor, max_workers=max_workers, fail_fast=fail_fast, targets=targets,
+            state=state, resume=resume, hooks=hooks, params=params, address=address,
+            max_concurrency=max_concurrency, rng=rng, clock=clock, sleep=sleep,
+        ))
 
     async def arun(self, **options: Any) -> RunResult:
         """Run the DAG from async code; ``async def`` tasks run on the caller's loop.
@@ -263,21 +231,51 @@ class DAG:
         Takes the same options as :meth:`run`. The scheduler and synchronous
         tasks run in threads, so the loop stays free while the DAG runs.
         """
-        caller = _AsyncCaller(asyncio.get_running_loop())
-        token = _async_caller.set(caller)
-        try:  # the task copies this context, so run() in its thread sees the caller
-            work = asyncio.ensure_future(asyncio.to_thread(functools.partial(self.run, **options)))
-        finally:
-            _async_caller.reset(token)
+        handle = _RunHandle()
+        work = asyncio.ensure_future(asyncio.to_thread(
+            self._run, RunOptions(**options), asyncio.get_running_loop(), handle
+        ))
         try:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
             # Stop the run as Ctrl-C would (queued work cancelled, running tasks
             # abandoned, states recorded), wait for it to settle, then give up.
-            caller.cancel()
+            handle.cancel()
             with contextlib.suppress(BaseException):
                 await work
             raise
+
+    def _run(
+        self, options: RunOptions, loop: asyncio.AbstractEventLoop | None = None,
+        handle: _RunHandle | None = None,
+    ) -> RunResult:
+        """The one path of :meth:`run` and :meth:`arun` (which passes its event loop)."""
+        max_concurrency = options.max_concurrency
+        if max_concurrency is not None and (
+            not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
+            raise FlowkitError(
+                f"max_concurrency must be a positive integer or None, got {max_concurrency!r}"
+            )
+        graph = self._select(options.targets)
+        params = _params(options.params)
+        # A parameter of a task that targets leaves out is not a typo.
+        outside = self._graph.parameter_names() if graph is not self._graph and params else ()
+        keyword_inputs = graph.bind_params(params, outside)
+        manager = options.state if options.state is not None else self.state
+        options = dataclasses.replace(options, state=manager).timed()
+        assert options.clock is not None
+        backend = make_backend(
+            options.executor, options.max_workers, options.clock, address=options.address,
+            coroutines=graph.has_async, loop=loop, max_concurrency=max_concurrency,
+        )
+        ctx = RunContext(self.name, _new_run_id(), len(graph), backend.name, params)
+        dispatcher = HookDispatcher([manager, LoggingHook(), *options.hooks])
+        scheduler = Scheduler(graph, backend, ctx, dispatcher, options,
+                              keyword_inputs=keyword_inputs)
+        if handle is not None:
+            handle.attach(scheduler)
+        return scheduler.run()
 
     # --- pictures -----------------------------------------------------------------
 
@@ -290,10 +288,6 @@ class DAG:
         """The DAG as Graphviz DOT; given a run's ``result``, coloured by status."""
         statuses = None if result is None else {n: s.status for n, s in result.states.items()}
         return render.to_dot(self._graph.upstream_names, statuses, name=self.name)
-
-
-Targets = Sequence[str | Task[..., Any]] | str | Task[..., Any] | None
-"""What ``targets=`` takes: task names or Task objects, one or a list of them."""
 
 
 def _roots(tasks: object) -> list[Task[..., Any]]:
@@ -330,32 +324,26 @@ def _params(params: object) -> dict[str, Any]:
     return dict(params)
 
 
-class _AsyncCaller:
-    """What ``arun`` shares with the ``run`` it starts in a thread: its event loop,
-    and a way to stop that run when the awaiting coroutine is cancelled."""
+class _RunHandle:
+    """What ``arun`` keeps of the run it started in a thread: a way to stop it
+    when the awaiting coroutine is cancelled, even before the run has begun."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
+    def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._done: queue.SimpleQueue[Completion] | None = None
+        self._scheduler: Scheduler | None = None
         self._cancelled = False
 
-    def attach(self, done: queue.SimpleQueue[Completion]) -> None:
+    def attach(self, scheduler: Scheduler) -> None:
         with self._lock:
-            self._done = done
+            self._scheduler = scheduler
             if self._cancelled:
-                done.put(CANCEL)
+                scheduler.cancel()
 
     def cancel(self) -> None:
         with self._lock:
             self._cancelled = True
-            if self._done is not None:
-                self._done.put(CANCEL)
-
-
-_async_caller: contextvars.ContextVar[_AsyncCaller | None] = contextvars.ContextVar(
-    "flowkit_async_caller", default=None
-)
+            if self._scheduler is not None:
+                self._scheduler.cancel()
 
 
 def _new_run_id() -> str:

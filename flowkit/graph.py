@@ -6,7 +6,6 @@ task beyond following these lists.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -230,25 +229,3 @@ class Graph:
                 f"(tasks take: {', '.join(accepted) or 'none'}). Check its spelling.",
             )
         return bound
-
-    def simulated_order(self) -> list[int]:
-        """The order in which the scheduler starts tasks if every task succeeds at once.
-
-        Mirrors the run loop: ready tasks start in batches, completions arrive
-        in start order, and each completion releases its downstream tasks.
-        """
-        waiting = [len(u) for u in self.up]
-        ready = [i for i, n in enumerate(waiting) if n == 0]
-        finished: deque[int] = deque()
-        order: list[int] = []
-        while ready or finished:
-            if ready:
-                order.extend(ready)
-                finished.extend(ready)
-                ready = []
-                continue
-            for d in self.down[finished.popleft()]:
-                waiting[d] -= 1
-                if waiting[d] == 0:
-                    ready.append(d)
-        return order

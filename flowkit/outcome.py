@@ -1,5 +1,10 @@
-"""What became of a task in a run: its :class:`Status`, its :class:`TaskState`,
-and the :data:`SKIPPED` placeholder value."""
+"""What became of a task in a run: the :class:`Outcome` of one attempt, the
+task's :class:`Status` and :class:`TaskState`, and the :data:`SKIPPED` placeholder.
+
+An :class:`Outcome` is what a worker reports (see ``flowkit.worker``); the
+scheduler turns outcomes into statuses. What a store keeps is another thing
+again (``flowkit.state``).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, final
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.task import Task
 
-__all__ = ["SKIPPED", "Attempt", "Status", "TaskState"]
+__all__ = ["SKIPPED", "Attempt", "Outcome", "Status", "TaskState"]
 
 
 class Status(enum.Enum):
@@ -68,6 +73,27 @@ class _SkippedType:
 SKIPPED: Final = _SkippedType()
 """Passed (under the ``none_failed`` and ``all_done`` trigger rules) in place of the
 value of an upstream task that was skipped or did not produce one. It is falsy."""
+
+
+class Outcome(NamedTuple):
+    """How one attempt of a task ended, as the worker that ran it saw it.
+
+    Attributes:
+        ok: True when the function returned, False when it raised.
+        value: what it returned (``None`` when it raised). A backend that keeps
+            results where they were made may put a handle to the result here.
+        error: what it raised (``None`` when it returned).
+        started: wall-clock time (``time.time()``) the call began.
+        ended: wall-clock time it ended.
+        worker: where it ran: a thread's name, ``"pid 123"``, a Dask worker.
+    """
+
+    ok: bool
+    value: Any
+    error: BaseException | None
+    started: float
+    ended: float
+    worker: str
 
 
 class Attempt(NamedTuple):

@@ -1,14 +1,19 @@
-"""What runs on a worker: call a task's function once and settle the outcome.
+"""The one place a task's function is called: :func:`call`, and its variants.
 
-A worker never lets an exception escape and never decides anything: it returns
-an :data:`Outcome` — ``(ok, value_or_error, started_at, finished_at, worker)`` —
-and the scheduler, in the calling process, decides about retries, skips,
-caching, logging and state. Everything here is small, importable and picklable,
-so the same functions run in threads, in process pools and on Dask workers.
+Every attempt — inline, on a thread, in a process, on Dask, or as a coroutine —
+ends in an :class:`~flowkit.outcome.Outcome`. One exception policy holds for
+all of them: whatever the function raises, ``SystemExit``, ``KeyboardInterrupt``
+and ``asyncio.CancelledError`` included, becomes a failed outcome; nothing
+escapes a worker, so no worker thread dies and no attempt goes unreported.
+The scheduler, in the calling process, decides what an outcome means (a
+``KeyboardInterrupt`` stops the run, as Ctrl-C would; retries, skips, caching,
+logging and state are decided there too).
 
-A worker in another process pickles a result once itself (:class:`Pickled`):
-the executor then ships plain bytes, and the scheduler learns the result's size
-for free, to warn about results too big to travel (see ``flowkit.backends.futures``).
+Everything here is small, importable and picklable, so the same functions run
+in threads, in process pools and on Dask workers. A worker in another process
+pickles a result once itself (:class:`Pickled`): the executor then ships plain
+bytes, and the scheduler learns the result's size for free, to warn about
+results too big to travel (see ``flowkit.backends.futures``).
 """
 
 from __future__ import annotations
@@ -19,23 +24,18 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import FrameType
 from typing import Any
 
 from flowkit.context import TaskContext, current_task
 from flowkit.exceptions import TaskExecutionError, TaskTimeoutError
+from flowkit.outcome import Outcome
 
-__all__ = ["Outcome", "Pickled", "invoke", "invoke_remote"]
-
-Outcome = tuple[bool, Any, float, float, str]
-"""(ok, value or exception, started_at, finished_at, worker).
-
-From :func:`invoke_remote` the value may be a :class:`Pickled`, which the
-backend decodes before the scheduler sees the outcome.
-"""
+__all__ = ["Pickled", "acall", "call", "call_remote"]
 
 _now = time.time
+_thread = threading.current_thread
 
 # Results that cost nothing to ship and whose size needs no pickling to know.
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
@@ -79,62 +79,70 @@ def _encode(value: Any) -> Any:
         return value
 
 
-def invoke(
+def call(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], ctx: TaskContext
 ) -> Outcome:
-    """Call ``fn`` in this thread with ``ctx`` as the current task.
-
-    ``SystemExit`` and the like fail the task like any error, in whichever
-    thread it runs; only ``KeyboardInterrupt`` goes through, to stop the run.
-    """
+    """Call ``fn`` in this thread, with ``ctx`` as the current task, and settle the outcome."""
     token = current_task.set(ctx)
     started = _now()
     try:
         value = fn(*args, **kwargs)
-    except Exception as exc:
-        return (False, exc, started, _now(), threading.current_thread().name)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:
-        return (False, exc, started, _now(), threading.current_thread().name)
+    except BaseException as exc:  # the policy above: every way out is an outcome
+        return Outcome(False, None, exc, started, _now(), _thread().name)
     finally:
         current_task.reset(token)
-    return (True, value, started, _now(), threading.current_thread().name)
+    return Outcome(True, value, None, started, _now(), _thread().name)
 
 
-def invoke_remote(
+async def acall(
+    fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: Mapping[str, Any],
+    ctx: TaskContext,
+) -> Outcome:
+    """:func:`call` for an ``async def`` function: make the coroutine, then await it.
+
+    Run it as its own asyncio task: the current task is set in that task's context.
+    """
+    made = call(fn, args, kwargs, ctx)
+    if not made.ok:
+        return made
+    current_task.set(ctx)  # an asyncio task runs in its own copy of the context
+    try:
+        value = await made.value
+    except BaseException as exc:  # the same policy as call()
+        return Outcome(False, None, exc, made.started, _now(), "asyncio")
+    return Outcome(True, value, None, made.started, _now(), "asyncio")
+
+
+def call_remote(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: Mapping[str, Any],
     ctx: TaskContext,
     timeout: float | None = None,
 ) -> Outcome:
-    """Like :func:`invoke`, for a worker in another process.
+    """:func:`call`, for a worker in another process.
 
     The result is pickled here, once (see :class:`Pickled`); the error is made
-    safe to send back (its traceback text travels as a note); and where the
-    worker runs tasks on its main thread — a process pool — a ``timeout`` is
-    enforced with ``SIGALRM`` so the work really stops.
+    safe to send back (its traceback text travels as a note). A process cannot
+    be reached once its call runs, so where the worker runs tasks on its main
+    thread (a process pool) the stop is armed in advance: ``SIGALRM`` interrupts
+    the call after ``timeout`` seconds, when the scheduler gives up on it too.
     """
-    worker = f"pid {os.getpid()}"
     alarm = timeout is not None and _can_use_alarm()
     if alarm:
         assert timeout is not None
         previous = signal.signal(signal.SIGALRM, _alarm_handler(ctx.task, timeout))
         signal.setitimer(signal.ITIMER_REAL, timeout)
-    token = current_task.set(ctx)
-    started = _now()
     try:
-        value = fn(*args, **kwargs)
-    except Exception as exc:
-        return (False, _sendable(exc, ctx.task), started, _now(), worker)
+        outcome = call(fn, args, kwargs, ctx)
     finally:
-        current_task.reset(token)
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-    finished = _now()
-    return (True, _encode(value), started, finished, worker)
+    worker = f"pid {os.getpid()}"
+    if outcome.error is not None:
+        return outcome._replace(error=_sendable(outcome.error, ctx.task), worker=worker)
+    return outcome._replace(value=_encode(outcome.value), worker=worker)
 
 
 def _can_use_alarm() -> bool:
@@ -156,7 +164,7 @@ def _alarm_handler(task_name: str, timeout: float) -> Callable[[int, FrameType |
     return on_alarm
 
 
-def _sendable(exc: Exception, task_name: str) -> Exception:
+def _sendable(exc: BaseException, task_name: str) -> BaseException:
     """``exc``, or a stand-in if it does not pickle, with the worker's traceback as a note."""
     text = "".join(traceback.format_exception(exc))
     exc.add_note(f"Traceback in worker process {os.getpid()}:\n{text}")

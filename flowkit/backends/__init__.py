@@ -1,30 +1,36 @@
 """Where attempts run: the backends behind ``executor="sync" | "thread" | "process" | "dask"``
 and any ``concurrent.futures.Executor``, plus the event loop of ``async def`` tasks.
 
-- :mod:`~flowkit.backends.base`: the contract, and inline runs (``"sync"``);
+- :mod:`~flowkit.backends.base`: the contract every backend keeps (:class:`Backend`, :class:`Call`);
+- :mod:`~flowkit.backends.sync`: inline, in the scheduler's thread (``"sync"``);
 - :mod:`~flowkit.backends.thread`: a pool of daemon threads (``"thread"``);
 - :mod:`~flowkit.backends.futures`: any ``concurrent.futures.Executor``, and
   flowkit's own process pool (``"process"``);
-- :mod:`~flowkit.backends.dask`: connecting to Dask (``"dask"``);
+- :mod:`~flowkit.backends.dask`: Dask's executors, and connecting to Dask (``"dask"``);
 - :mod:`~flowkit.backends.asyncio`: coroutine tasks on an event loop.
+
+Each backend module is imported when a run asks for it, so ``import flowkit``
+loads no process pool, event loop or Dask.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-import queue
+from typing import TYPE_CHECKING
 
-from flowkit.backends.base import Backend, Completion
-from flowkit.backends.dask import connect as _connect_dask
-from flowkit.backends.futures import FutureBackend, ProcessBackend
-from flowkit.backends.thread import ThreadBackend
+from flowkit.backends.base import Backend, Call, Clock, Inbox
 from flowkit.exceptions import FlowkitError
 from flowkit.executors import EXECUTOR_NAMES
 
-__all__ = ["Backend", "Completion", "default_workers", "make_backend"]
+if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    import asyncio
+
+__all__ = ["Backend", "Call", "default_workers", "make_backend"]
+
 
 def default_workers(kind: str) -> int:
+    """How many workers a pool of ``kind`` (``"thread"`` or ``"process"``) gets by default."""
     cpus = os.cpu_count() or 1
     return cpus if kind == "process" else min(32, cpus + 4)
 
@@ -32,15 +38,19 @@ def default_workers(kind: str) -> int:
 def make_backend(
     executor: str | cf.Executor,
     max_workers: int | None,
-    done: queue.SimpleQueue[Completion],
+    clock: Clock,
     *,
     address: str | None = None,
+    coroutines: bool = False,
+    loop: asyncio.AbstractEventLoop | None = None,
+    max_concurrency: int | None = None,
 ) -> Backend:
     """The backend for ``dag.run(executor=..., max_workers=..., address=...)``.
 
     ``executor="dask"`` connects to the Dask scheduler at ``address`` (default:
     ``$DASK_SCHEDULER_ADDRESS``), or starts a local cluster of ``max_workers``
-    processes; the backend closes what it opened when the run ends.
+    processes; the backend closes what it opened when the run ends. With
+    ``coroutines``, ``async def`` tasks run on ``loop`` (or a private one).
     """
     if max_workers is not None and (
         not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
@@ -50,20 +60,45 @@ def make_backend(
         raise FlowkitError(
             f"address={address!r} only applies to executor='dask' (got executor={executor!r})"
         )
-    if isinstance(executor, cf.Executor):
-        return FutureBackend(done, executor, owned=False)
-    if executor == "dask":
-        session = _connect_dask(address, n_workers=max_workers)
-        return FutureBackend(done, session.executor, owned=False, name="dask",
-                             on_close=session.close)
+    inbox = Inbox()
+    plain = _plain_backend(executor, max_workers, clock, inbox, address)
+    if not coroutines:
+        return plain
+    from flowkit.backends.asyncio import AsyncioBackend, Mixed
+
+    return Mixed(plain, AsyncioBackend(inbox, clock, loop, max_concurrency))
+
+
+def _plain_backend(
+    executor: str | cf.Executor, max_workers: int | None, clock: Clock, inbox: Inbox,
+    address: str | None,
+) -> Backend:
+    # Imports at first use: each backend pulls in what it runs on (a process
+    # pool, Dask), which a run on another backend should not pay for.
     if executor == "sync":
-        return Backend(done)
+        from flowkit.backends.sync import SyncBackend
+
+        return SyncBackend(inbox, clock)
     if executor == "thread":
-        return ThreadBackend(done, max_workers or default_workers("thread"))
+        from flowkit.backends.thread import ThreadBackend
+
+        return ThreadBackend(inbox, clock, max_workers or default_workers("thread"))
     if executor == "process":
-        return ProcessBackend(done, max_workers or default_workers("process"))
+        from flowkit.backends.futures import ProcessBackend
+
+        return ProcessBackend(inbox, clock, max_workers or default_workers("process"))
+    if executor == "dask" or isinstance(executor, cf.Executor):
+        from flowkit.backends.dask import DaskBackend, connect, is_dask_executor
+        from flowkit.backends.futures import FutureBackend
+
+        if executor == "dask":
+            session = connect(address, n_workers=max_workers)
+            return DaskBackend(inbox, clock, session.executor, on_close=session.close)
+        assert isinstance(executor, cf.Executor)
+        if is_dask_executor(executor):
+            return DaskBackend(inbox, clock, executor)
+        return FutureBackend(inbox, clock, executor, owned=False)
     raise FlowkitError(
         f"unknown executor {executor!r}: use one of {', '.join(map(repr, EXECUTOR_NAMES))} "
         "or pass a concurrent.futures.Executor instance"
     )
-

@@ -1,10 +1,10 @@
 """Coroutine tasks: ``async def`` functions decorated with ``@task``.
 
 They run on an event loop, never in a pool: a private loop in a daemon thread
-for ``dag.run()``, or the caller's own loop for ``await dag.arun()``. Their
-outcomes reach the scheduler through the same completion queue as every other
-attempt, so retries, conditions, caching, hooks and state work unchanged. A
-timeout cancels the coroutine for real (``asyncio.wait_for``).
+for ``dag.run()``, or the caller's own loop for ``await dag.arun()``.
+:class:`Mixed` puts this backend next to the run's backend for plain
+functions, sharing one inbox, so the scheduler sees a single backend. Stopping
+a coroutine (a timeout) cancels it for real.
 """
 
 from __future__ import annotations
@@ -13,155 +13,121 @@ import asyncio
 import concurrent.futures as cf
 import contextlib
 import functools
-import queue
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable
 
-from flowkit.backends.base import Completion, timeout_error
-from flowkit.context import TaskContext, current_task
-from flowkit.task import Task
-from flowkit.worker import Outcome
+from flowkit.backends.base import Backend, Call, Clock, Inbox
+from flowkit.outcome import Outcome
+from flowkit.worker import acall
 
-__all__ = ["AsyncRunner"]
+__all__ = ["AsyncioBackend", "Mixed"]
 
 
-class AsyncRunner:
-    """Runs coroutine tasks on an event loop and reports outcomes on ``done``.
+class AsyncioBackend(Backend):
+    """Runs coroutine tasks on an event loop; their calls end up in ``inbox``.
 
     Args:
-        done: the scheduler's completion queue.
+        inbox: the run's inbox, shared with the backend of plain functions.
+        clock: the run's clock.
         loop: a running loop to use (``arun``); ``None`` starts a private one.
         max_concurrency: at most this many coroutine tasks at once (``None``: no limit).
     """
 
     name = "asyncio"
-    # Timeouts are enforced in the loop, where they cancel for real; the
-    # scheduler's deadline is only a backstop for a coroutine that blocks the loop.
-    self_timing = False
-    deadline_grace = 0.1
-    timeout_note = "the coroutine was cancelled"
+    stop_note = "the coroutine was cancelled"
 
     def __init__(
-        self,
-        done: queue.SimpleQueue[Completion],
-        loop: asyncio.AbstractEventLoop | None = None,
+        self, inbox: Inbox, clock: Clock, loop: asyncio.AbstractEventLoop | None = None,
         max_concurrency: int | None = None,
     ):
-        self.done = done
+        super().__init__(clock)
+        self.inbox = inbox
         self.owned = loop is None
+        self._thread: threading.Thread | None = None
         if loop is None:
             loop = asyncio.new_event_loop()
-            self._thread: threading.Thread | None = threading.Thread(
+            self._thread = threading.Thread(
                 target=loop.run_forever, name="flowkit-asyncio", daemon=True
             )
             self._thread.start()
-        else:
-            self._thread = None
         self.loop = loop
         self._limit = max_concurrency
         self._semaphore: asyncio.Semaphore | None = None
-        self._futures: dict[cf.Future[Outcome], Any] = {}
-        self._started: dict[Any, float] = {}  # token -> time.monotonic() its coroutine began
-        self._dropped: set[Any] = set()  # tokens whose coroutine flowkit cancelled itself
+        self._futures: dict[Call, cf.Future[Outcome]] = {}
+        self._started: dict[Call, float] = {}
+        self._dropped: set[Call] = set()  # calls flowkit cancelled itself: nobody waits
 
-    def submit(
-        self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
-        ctx: TaskContext, *, inline: bool = False,
-    ) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._invoke(token, task, args, kwargs, ctx),
-                                                  self.loop)
-        self._futures[future] = token
-        future.add_done_callback(functools.partial(self._settle, token))
+    def submit(self, call: Call) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._run(call), self.loop)
+        self._futures[call] = future
+        future.add_done_callback(functools.partial(self._settle, call))
 
-    async def _invoke(
-        self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
-        ctx: TaskContext,
-    ) -> Outcome:
-        if self._limit is not None:
-            if self._semaphore is None:  # created in the loop that uses it
-                self._semaphore = asyncio.Semaphore(self._limit)
-            async with self._semaphore:
-                return await self._call(token, task, args, kwargs, ctx)
-        return await self._call(token, task, args, kwargs, ctx)
+    async def _run(self, call: Call) -> Outcome:
+        if self._limit is None:
+            return await self._call(call)
+        if self._semaphore is None:  # created in the loop that uses it
+            self._semaphore = asyncio.Semaphore(self._limit)
+        async with self._semaphore:
+            return await self._call(call)
 
-    async def _call(
-        self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
-        ctx: TaskContext,
-    ) -> Outcome:
-        self._started[token] = time.monotonic()
-        current_task.set(ctx)  # each asyncio task runs in its own copy of the context
-        timeout = task.options.timeout
-        started = time.time()
-        try:
-            if timeout is None:
-                value = await task.fn(*args, **kwargs)
-            else:
-                value = await asyncio.wait_for(task.fn(*args, **kwargs), timeout)
-        except TimeoutError as exc:
-            error: BaseException = exc
-            if timeout is not None:
-                error = timeout_error(task, timeout, self.timeout_note)
-            return (False, error, started, time.time(), self.name)
-        except asyncio.CancelledError as exc:
-            if token in self._dropped:
-                raise  # flowkit cancelled it: nobody waits for an outcome
-            # The task's own code raised it (a cancelled future it awaited):
-            # a failure like any other, not a silent end.
-            return (False, exc, started, time.time(), self.name)
-        except Exception as exc:
-            return (False, exc, started, time.time(), self.name)
-        return (True, value, started, time.time(), self.name)
+    async def _call(self, call: Call) -> Outcome:
+        self._started[call] = self.clock()
+        return await acall(call.task.fn, call.args, call.kwargs, call.ctx)
 
-    def _settle(self, token: Any, future: cf.Future[Outcome]) -> None:
-        self._futures.pop(future, None)
-        self._started.pop(token, None)
-        if future.cancelled():
-            if token in self._dropped:
-                self._dropped.discard(token)
-                return
-            now = time.time()  # cancelled behind flowkit's back: still an outcome
-            self.done.put((token, (False, asyncio.CancelledError(), now, now, self.name)))
+    def _settle(self, call: Call, future: cf.Future[Outcome]) -> None:
+        self._futures.pop(call, None)
+        self._started.pop(call, None)
+        if call in self._dropped:
+            self._dropped.discard(call)
             return
-        error = future.exception()
+        if future.cancelled():  # cancelled behind flowkit's back: still an outcome
+            error: BaseException | None = asyncio.CancelledError()
+        else:
+            error = future.exception()
         if error is None:
-            self.done.put((token, future.result()))
-        else:  # BaseException from the coroutine (not an Exception): report, never hang
-            now = time.time()
-            self.done.put((token, (False, error, now, now, self.name)))
+            call.outcome = future.result()
+        else:
+            now = time.time()  # it ended without reaching the worker's own policy
+            call.outcome = Outcome(False, None, error, now, now, self.name)
+        self.inbox.put(call)
 
-    def started_at(self, token: Any) -> float | None:
-        return self._started.get(token)
+    def collect(self, timeout: float | None) -> list[Call]:
+        return self.inbox.collect(timeout)
 
-    def abandon(self, token: Any) -> None:
-        """A coroutine blocked its loop past its timeout: cancel it once the loop wakes."""
-        for future, owner in list(self._futures.items()):
-            if owner == token:
-                self._dropped.add(token)
-                self.loop.call_soon_threadsafe(future.cancel)
-                return
+    def wake(self) -> None:
+        self.inbox.wake()
 
-    def cancel_pending(self) -> list[Any]:
+    def started_at(self, call: Call) -> float | None:
+        return self._started.get(call)
+
+    def stop(self, call: Call) -> None:
+        """Cancel the coroutine (once the loop wakes, if it blocks its loop)."""
+        future = self._futures.get(call)
+        if future is not None:
+            self._dropped.add(call)
+            self.loop.call_soon_threadsafe(future.cancel)
+
+    def cancel_pending(self) -> list[Call]:
         """Cancel coroutines still waiting for a concurrency slot."""
         cancelled = []
-        for future, token in list(self._futures.items()):
-            if token in self._started:
+        for call, future in list(self._futures.items()):
+            if call in self._started:
                 continue
-            self._dropped.add(token)
+            self._dropped.add(call)
             if future.cancel():
-                cancelled.append(token)
+                cancelled.append(call)
             else:
-                self._dropped.discard(token)
+                self._dropped.discard(call)
         return cancelled
 
     def close(self, *, cancel: bool = False) -> None:
         """Stop the private loop (cancelling what still runs); leave a caller's loop alone."""
         if cancel:
-            for future, token in list(self._futures.items()):
-                self._dropped.add(token)
-                future.cancel()
-        if self.owned and self._thread is not None:
+            for call, future in list(self._futures.items()):
+                self._dropped.add(call)
+                self.loop.call_soon_threadsafe(future.cancel)
+        if self._thread is not None:
             # Let cancelled coroutines unwind (their finally blocks may await)
             # before the loop stops.
             with contextlib.suppress(Exception):
@@ -170,6 +136,55 @@ class AsyncRunner:
             self._thread.join(timeout=5)
             if not self.loop.is_running():
                 self.loop.close()
+
+
+class Mixed(Backend):
+    """The run's backend for plain functions, and :class:`AsyncioBackend` for coroutines.
+
+    Both put ended calls in one inbox; collecting goes through ``plain``, which
+    may run a call inline while it collects (sync, a lone call on threads).
+    """
+
+    def __init__(self, plain: Backend, coroutines: AsyncioBackend):
+        super().__init__(plain.clock)
+        self.plain = plain
+        self.coroutines = coroutines
+        self.name = plain.name
+        self.remote = plain.remote
+
+    def _for(self, call: Call) -> Backend:
+        return self.coroutines if call.task.is_async else self.plain
+
+    def submit(self, call: Call) -> None:
+        self._for(call).submit(call)
+
+    def submit_many(self, calls: Iterable[Call]) -> None:
+        for call in calls:
+            self._for(call).submit(call)
+
+    def collect(self, timeout: float | None) -> list[Call]:
+        return self.plain.collect(timeout)
+
+    def wake(self) -> None:
+        self.coroutines.wake()
+
+    def started_at(self, call: Call) -> float | None:
+        return self._for(call).started_at(call)
+
+    def stop(self, call: Call) -> None:
+        self._for(call).stop(call)
+
+    def stop_note_for(self, call: Call) -> str:
+        return self._for(call).stop_note
+
+    def cancel_pending(self) -> list[Call]:
+        return self.plain.cancel_pending() + self.coroutines.cancel_pending()
+
+    def close(self, *, cancel: bool = False) -> None:
+        try:
+            self.plain.close(cancel=cancel)
+        finally:
+            self.coroutines.close(cancel=cancel)
 
 
 async def _cancel_all() -> None:

@@ -1,120 +1,162 @@
 """The backend contract: what the scheduler asks of every place attempts run.
 
-A backend takes calls with :meth:`Backend.submit` and delivers each
-:data:`~flowkit.worker.Outcome` to the scheduler's completion queue as
-``(token, outcome)``. :class:`Backend` itself runs calls inline, in the
-scheduler's thread (``executor="sync"``).
+The scheduler hands a backend :class:`Call` objects (:meth:`Backend.submit`,
+:meth:`Backend.submit_many`) and takes them back, each with its
+:class:`~flowkit.outcome.Outcome` set, from :meth:`Backend.collect`, which
+returns every call that has ended since the last collect (waiting at most the
+time the scheduler allows). That is the whole conversation: the scheduler
+knows nothing of threads, pools or event loops, and a backend decides nothing
+about retries, timeouts or statuses.
+
+Time belongs to the scheduler. It keeps every deadline on the run's clock; a
+backend only reports when a call began (:meth:`Backend.started_at`, on the
+clock it was given) and, when asked, stops or abandons a call the scheduler
+gave up on (:meth:`Backend.stop`).
 """
 
 from __future__ import annotations
 
-import collections
+import abc
 import queue
-import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flowkit.context import TaskContext
 from flowkit.exceptions import TaskTimeoutError
+from flowkit.outcome import Outcome
 from flowkit.task import Task
-from flowkit.worker import Outcome, invoke
 
-__all__ = ["Backend", "Completion", "timeout_error"]
+__all__ = ["Backend", "Call", "Inbox", "timeout_error"]
 
-Completion = tuple[Any, Outcome]
-
-_THREAD_NOTE = "a thread cannot be killed: it finishes in the background and its result is dropped"
+Clock = Callable[[], float]
 
 
-class Backend:
-    """Runs attempts and reports their outcomes on ``done`` (a ``queue.SimpleQueue``).
+class Call:
+    """One attempt of one task, as the scheduler submits it and a backend returns it.
 
     Attributes:
-        name: the executor's name, for logs.
-        remote: True when tasks leave this process (their callables must pickle).
-        inline_ok: True when a lone ready task may run in the scheduler's own
-            thread without losing parallelism (nothing else can run meanwhile).
+        index: the task's index in the run (the scheduler's key).
+        attempt: the attempt number, from 1.
+        task: the task; ``task.fn`` is what runs.
+        args, kwargs: its inputs.
+        ctx: what the worker sets as the current task.
+        outcome: set by the backend once the attempt has ended.
     """
 
-    name = "sync"
+    __slots__ = ("args", "attempt", "ctx", "index", "kwargs", "outcome", "task")
+
+    def __init__(
+        self, index: int, attempt: int, task: Task[..., Any], args: tuple[Any, ...],
+        kwargs: Mapping[str, Any], ctx: TaskContext,
+    ):
+        self.index = index
+        self.attempt = attempt
+        self.task = task
+        self.args = args
+        self.kwargs = kwargs
+        self.ctx = ctx
+        self.outcome: Outcome | None = None
+
+    def __repr__(self) -> str:
+        return f"<Call {self.ctx.task!r} attempt {self.attempt}>"
+
+
+class Backend(abc.ABC):
+    """Runs calls and gives them back with their outcomes.
+
+    Attributes:
+        name: the executor's name, for logs (``RunContext.executor``).
+        remote: True when calls leave this process (their callables must pickle).
+        stop_note: what :meth:`stop` does to a call that is running, said in
+            the error of an attempt that timed out.
+    """
+
+    name = "backend"
     remote = False
-    inline_ok = True
-    self_timing = True  # enforces timeouts itself (the scheduler sets no deadline)
-    deadline_grace = 0.0  # added to a timeout before the scheduler gives up on an attempt
-    timeout_note = _THREAD_NOTE
+    stop_note = "a thread cannot be killed: it finishes in the background and its result is dropped"
 
-    def __init__(self, done: queue.SimpleQueue[Completion]):
-        self.done = done
-        # The sync backend runs a call only when the scheduler asks for the next
-        # outcome, so a failure is seen before the next call starts (fail-fast).
-        self._queued: collections.deque[tuple[Any, ...]] = collections.deque()
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self.clock = clock
 
-    def submit(
-        self, token: Any, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
-        ctx: TaskContext, *, inline: bool = False,
-    ) -> None:
-        """Queue an attempt; its outcome arrives on ``done`` once it has run."""
-        self._queued.append((token, task, args, kwargs, ctx))
+    @abc.abstractmethod
+    def submit(self, call: Call) -> None:
+        """Start ``call`` (or queue it); it comes back from :meth:`collect`."""
 
-    def run_queued(self) -> bool:
-        """Run the oldest queued call in this thread; False when none is queued."""
-        if not self._queued:
-            return False
-        token, task, args, kwargs, ctx = self._queued.popleft()
-        timeout = task.options.timeout
-        if timeout is None:
-            self.done.put((token, invoke(task.fn, args, kwargs, ctx)))
-        else:
-            self.done.put((token, _call_with_timeout(task, args, kwargs, ctx, timeout)))
-        return True
+    def submit_many(self, calls: Iterable[Call]) -> None:
+        """Start several calls at once (a backend may send them as one batch)."""
+        for call in calls:
+            self.submit(call)
 
-    def pump(self) -> None:
-        """Start queued calls that now have room (after the scheduler handled an outcome)."""
+    @abc.abstractmethod
+    def collect(self, timeout: float | None) -> list[Call]:
+        """The calls that ended since the last collect, each with its ``outcome``.
 
-    def started_at(self, token: Any) -> float | None:
-        """When (``time.monotonic()``) the attempt began to run, as far as the backend
-        knows; ``None`` while it still waits for a worker (its timeout has not begun)."""
+        Waits until at least one has ended, or ``timeout`` seconds (``None``:
+        no limit); returns ``[]`` when the time ran out or :meth:`wake` was called.
+        """
+
+    def wake(self) -> None:  # noqa: B027 - nothing to wake by default
+        """Make a :meth:`collect` that is waiting, or the next one, return at once."""
+
+    def started_at(self, call: Call) -> float | None:
+        """When ``call`` began to run, on this backend's clock; ``None`` while it
+        waits for a worker. The default: as soon as it was submitted."""
         return None
 
-    def abandon(self, token: Any) -> None:
-        """The scheduler gave up on this attempt (a timeout): free its capacity if possible."""
+    def stop(self, call: Call) -> None:  # noqa: B027 - abandoning needs nothing by default
+        """The scheduler gave up on ``call`` (a timeout): interrupt it if this
+        backend can, else abandon it and free its capacity."""
 
-    def cancel_pending(self) -> list[Any]:
-        """Cancel every attempt that has not started; return their tokens."""
-        tokens = [item[0] for item in self._queued]
-        self._queued.clear()
-        return tokens
+    def stop_note_for(self, call: Call) -> str:
+        """What :meth:`stop` does to ``call`` if it runs, for the error of its timeout."""
+        return self.stop_note
 
-    def close(self, *, cancel: bool = False) -> None:
+    def cancel_pending(self) -> list[Call]:
+        """Cancel every call that has not started; return them."""
+        return []
+
+    def close(self, *, cancel: bool = False) -> None:  # noqa: B027 - nothing owned by default
         """Release what this backend owns; never shuts down a caller's executor."""
 
 
-def _call_with_timeout(
-    task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any],
-    ctx: TaskContext, timeout: float,
-) -> Outcome:
-    """Run one call on a helper thread and wait at most ``timeout`` for it (sync backend)."""
-    box: list[Outcome] = []
-    helper = threading.Thread(
-        target=lambda: box.append(invoke(task.fn, args, kwargs, ctx)),
-        name=f"flowkit-sync-{task.name}",
-        daemon=True,
-    )
-    started = time.time()
-    helper.start()
-    helper.join(timeout)
-    if box:
-        return box[0]
-    return (False, timeout_error(task, timeout), started, time.time(), helper.name)
+class Inbox:
+    """Where calls that ended on other threads wait for :meth:`Backend.collect`.
+
+    Backends running one run (a pool and the event loop of coroutine tasks)
+    share one inbox, so the scheduler waits in one place.
+    """
+
+    _WAKE: Any = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Call] = queue.SimpleQueue()
+        self.put = self._queue.put
+
+    def wake(self) -> None:
+        self._queue.put(self._WAKE)
+
+    def collect(self, timeout: float | None) -> list[Call]:
+        """What arrived, waiting up to ``timeout`` for the first one."""
+        get = self._queue.get
+        try:
+            first = get(timeout=timeout) if timeout is None or timeout > 0 else get(block=False)
+        except queue.Empty:
+            return []
+        ended = [] if first is self._WAKE else [first]
+        while True:
+            try:
+                more = get(block=False)
+            except queue.Empty:
+                return ended
+            if more is not self._WAKE:
+                ended.append(more)
 
 
-def timeout_error(
-    task: Task[..., Any], timeout: float, note: str = _THREAD_NOTE
-) -> TaskTimeoutError:
+def timeout_error(task_name: str, timeout: float, note: str) -> TaskTimeoutError:
+    """The error of an attempt the scheduler timed out; ``note`` says what became of it."""
     return TaskTimeoutError(
-        f"task {task.name!r} timed out after {timeout:g}s; the run went on without it ({note})",
-        task_name=task.name,
+        f"task {task_name!r} timed out after {timeout:g}s; the run went on without it ({note})",
+        task_name=task_name,
         timeout=timeout,
     )
-

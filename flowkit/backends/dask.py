@@ -1,10 +1,11 @@
-"""Dask support: ``dag.run(executor="dask")`` and Dask's executors.
+"""Dask: ``dag.run(executor="dask")`` and Dask's executors.
 
-Any ``concurrent.futures.Executor`` runs a DAG, Dask's included
-(``client.get_executor()``); this module adds the ``executor="dask"`` shortcut,
-which connects to a running Dask scheduler — ``address=``, else
-``$DASK_SCHEDULER_ADDRESS`` — or starts a local cluster, and closes what it
-opened when the run ends.
+:class:`DaskBackend` runs calls on a Dask client's executor
+(``client.get_executor()``), with what is particular to Dask: a fresh key per
+attempt, functions of ``__main__`` sent by value, and Dask's way of saying a
+worker died. ``executor="dask"`` connects to a running Dask scheduler —
+``address=``, else ``$DASK_SCHEDULER_ADDRESS`` — or starts a local cluster,
+and closes what it opened when the run ends.
 
 Dask is optional: it is imported here, lazily, only when a run asks for it, so
 ``import flowkit`` never pays for it and works without it.
@@ -14,13 +15,21 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import uuid
+from collections.abc import Callable
 from typing import Any
 
-from flowkit.exceptions import FlowkitError
+from flowkit.backends.base import Call, Clock, Inbox
+from flowkit.backends.futures import FutureBackend
+from flowkit.exceptions import FlowkitError, TaskExecutionError
+from flowkit.outcome import Outcome
+from flowkit.task import Task
+from flowkit.worker import call_remote
 
 __all__ = [
     "ADDRESS_ENV",
     "TIMEOUT_NOTE",
+    "DaskBackend",
     "DaskSession",
     "connect",
     "is_dask_executor",
@@ -49,6 +58,51 @@ def is_dask_executor(executor: object) -> bool:
 def is_killed_worker(error: BaseException) -> bool:
     """True for Dask's ``KilledWorker``: the workers running a call kept dying."""
     return type(error).__name__ == "KilledWorker" and is_dask_executor(error)
+
+
+class DaskBackend(FutureBackend):
+    """Runs calls on a Dask client's executor, which stays the caller's unless
+    ``on_close`` closes what flowkit opened for the run."""
+
+    stop_note = TIMEOUT_NOTE
+
+    def __init__(
+        self, inbox: Inbox, clock: Clock, executor: cf.Executor, *,
+        on_close: Callable[[], None] | None = None,
+    ):
+        super().__init__(inbox, clock, executor, owned=False, name="dask", on_close=on_close)
+
+    def _send(self, fn: Callable[..., Any], call: Call) -> cf.Future[Outcome]:
+        # A fresh key per attempt, named after the task for Dask's dashboard.
+        # pure=False because Dask would otherwise key the call by its inputs
+        # and answer a retry with the failed attempt's error.
+        submit: Callable[..., cf.Future[Outcome]] = self.executor.submit
+        return submit(
+            call_remote, fn, call.args, call.kwargs, call.ctx, call.task.options.timeout,
+            key=f"{call.task.name}-{uuid.uuid4().hex}", pure=False,
+        )
+
+    def _sendable(self, task: Task[..., Any]) -> Callable[..., Any]:
+        if getattr(task.fn, "__module__", None) == "__main__":
+            # A script's or notebook's tasks live in __main__, which a Dask worker
+            # cannot import by name: send the function, which cloudpickle sends by value.
+            return task.fn
+        return super()._sendable(task)
+
+    def started_at(self, call: Call) -> float | None:
+        return self._submitted.get(call)  # Dask's futures may never say they run
+
+    def _translate(self, task_name: str, error: BaseException) -> BaseException:
+        if not is_killed_worker(error):
+            return super()._translate(task_name, error)
+        wrapped = TaskExecutionError(
+            f"the Dask worker running task {task_name!r} died (killed, out of memory, or "
+            "crashed) and Dask gave up on the call; the task's attempt counts as failed. "
+            f"Dask said: {error}",
+            task_name=task_name,
+        )
+        wrapped.__cause__ = error
+        return wrapped
 
 
 class DaskSession:
