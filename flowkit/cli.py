@@ -217,6 +217,12 @@ def _run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=True,
         help="stop at the first failure (default), or let independent branches go on",
     )
+    _output_arguments(sub)
+    sub.set_defaults(command=_run)
+
+
+def _output_arguments(sub: argparse.ArgumentParser) -> None:
+    """What ``flowkit run`` shows while and after it runs: logs, report, progress bar."""
     sub.add_argument(
         "--log-level",
         type=str.upper,
@@ -233,7 +239,6 @@ def _run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=None,
         help="draw a live progress bar on stderr (default: only when stderr is a terminal)",
     )
-    sub.set_defaults(command=_run)
 
 
 def _graph_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -274,6 +274,7 @@ class StateManager:
     def _restorable(
         self, tasks: Sequence[Task[..., Any]], outcomes: Mapping[str, Outcome]
     ) -> tuple[dict[str, tuple[Status, Any]], list[Outcome]]:
+        """What a resumed run restores (by task name) and the outcomes it carries over."""
         restored: dict[str, tuple[Status, Any]] = {}
         carried: list[Outcome] = []
         rerun: list[Task[..., Any]] = []
@@ -288,38 +289,32 @@ class StateManager:
             if value[0] is Status.CACHED:  # what it is in the new run
                 outcome = outcome._replace(status=Status.CACHED.value)
             carried.append(outcome)
-        # Items of a mapped task that did not finish: its upstream tasks were
-        # restored, so its items are the same ones; restore those that ended.
-        for task in tasks:
-            if task.is_map and task.name not in restored and all(
-                up.name in restored for up in task.upstream
-            ):
-                for name, outcome in outcomes.items():
-                    if name.startswith(task.name + "[") and name.endswith("]"):
-                        value = self._restore_item(task, outcome)
-                        if value is not None:
-                            restored[name] = value
-                            carried.append(outcome)
-        # Outcomes of tasks outside this run stay valid, unless the task depends
-        # on one that runs again now.
-        names = {t.name for t in tasks}
-        stale: set[str] = set()
-        frontier = rerun
-        while frontier:
-            for down in frontier.pop().downstream:
-                if down.name not in stale:
-                    stale.add(down.name)
-                    frontier.append(down)
-        # An item "m[k]" goes with its mapped task "m": carried over only if "m"
-        # is outside this run and not stale (items of "m" in this run were decided above).
-        carried.extend(
-            o for name, o in outcomes.items()
-            if name not in restored
-            and _owner(name) not in names
-            and _owner(name) not in stale
-            and _has_result(o)
-        )
+        self._restore_items(tasks, outcomes, restored, carried)
+        carried.extend(_still_valid(tasks, outcomes, restored, rerun))
         return restored, carried
+
+    def _restore_items(
+        self,
+        tasks: Sequence[Task[..., Any]],
+        outcomes: Mapping[str, Outcome],
+        restored: dict[str, tuple[Status, Any]],
+        carried: list[Outcome],
+    ) -> None:
+        """Restore the items that ended of a mapped task that did not finish.
+
+        Its upstream tasks were restored, so its items are the same ones.
+        """
+        for task in tasks:
+            if not task.is_map or task.name in restored:
+                continue
+            if any(up.name not in restored for up in task.upstream):
+                continue
+            for name, outcome in outcomes.items():
+                if _owner(name) == task.name and name != task.name:
+                    value = self._restore_item(task, outcome)
+                    if value is not None:
+                        restored[name] = value
+                        carried.append(outcome)
 
     def _restore_item(self, task: Task[..., Any], outcome: Outcome) -> tuple[Status, Any] | None:
         if not _has_result(outcome) or outcome.version != task_version(task):
@@ -715,6 +710,35 @@ def _owner(name: str) -> str:
         if bracket and index.isdigit():
             return head
     return name
+
+
+def _still_valid(
+    tasks: Sequence[Task[..., Any]],
+    outcomes: Mapping[str, Outcome],
+    restored: Mapping[str, tuple[Status, Any]],
+    rerun: list[Task[..., Any]],
+) -> list[Outcome]:
+    """Outcomes of tasks outside this run, unless they depend on one that runs again.
+
+    An item ``"m[k]"`` goes with its mapped task ``"m"``: carried over only if
+    ``"m"`` is outside this run and not stale (items of ``"m"`` in this run were
+    decided already).
+    """
+    names = {t.name for t in tasks}
+    stale: set[str] = set()
+    frontier = list(rerun)
+    while frontier:
+        for down in frontier.pop().downstream:
+            if down.name not in stale:
+                stale.add(down.name)
+                frontier.append(down)
+    return [
+        o for name, o in outcomes.items()
+        if name not in restored
+        and _owner(name) not in names
+        and _owner(name) not in stale
+        and _has_result(o)
+    ]
 
 
 def _has_result(outcome: Outcome) -> bool:
