@@ -120,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
               flowkit graph examples/etl.py --format dot | dot -Tsvg > etl.svg
               flowkit plan examples/etl.py --targets load
               flowkit state list .flowkit-state.json
+              flowkit backfill etl.py --param day=2026-11-01..2026-11-28 --state state.db
+              flowkit serve etl.py --cron "0 * * * *" --state state.db
 
             exit codes: 0 ok, 1 a task failed, 2 usage or workflow-file error, 130 interrupted.
             Run 'flowkit COMMAND --help' for the options of a command.
@@ -132,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
     _graph_parser(commands)
     _plan_parser(commands)
     _state_parser(commands)
+    _backfill_parser(commands)
+    _serve_parser(commands)
     return parser
 
 
@@ -293,6 +297,122 @@ def _state_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     sub.add_argument("path", metavar="PATH", help="the state file")
     sub.add_argument("--task", metavar="NAME", help="only this task's entries (list, invalidate)")
     sub.set_defaults(command=_state)
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of each run of a backfill or a schedule (a subset of ``run``'s)."""
+    parser.add_argument(
+        "--executor", choices=_EXECUTORS, default="thread", help="where tasks run (default: thread)"
+    )
+    parser.add_argument(
+        "--workers", type=_positive_int, metavar="N", help="size of the thread or process pool"
+    )
+    parser.add_argument(
+        "--fail-fast",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="within a run, stop at the first failure (default), or let independent branches go on",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=_LEVELS,
+        default="WARNING",
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING (default), ERROR or CRITICAL",
+    )
+    parser.add_argument("--json-logs", action="store_true", help="log one JSON object per line")
+
+
+def _backfill_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _command(
+        commands,
+        "backfill",
+        "Run a workflow once per partition of its parameters, skipping those already done.",
+        """
+        flowkit backfill etl.py --param day=2026-11-01..2026-11-28 --state state.db
+        flowkit backfill etl.py --param day=2026-11-01..2026-11-07 --param region=eu,us \\
+            --parallel 4 --state state.db
+        flowkit backfill etl.py --param shard=0..15 --force --state state.db
+        """,
+    )
+    _workflow_argument(sub)
+    sub.add_argument(
+        "--param",
+        action="append",
+        required=True,
+        metavar="NAME=VALUES",
+        help="a partition parameter (repeatable: the partitions are the cross product). VALUES "
+        "is a range of dates by day (2026-11-01..2026-11-28), of integers (1..10), a comma "
+        "list (eu,us) or one value",
+    )
+    sub.add_argument(
+        "--parallel", type=_positive_int, default=1, metavar="N",
+        help="run up to N partitions at once (default: 1)",
+    )
+    sub.add_argument(
+        "--force", action="store_true",
+        help="run every partition afresh, even those whose latest run succeeded",
+    )
+    sub.add_argument(
+        "--state", required=True, metavar="PATH",
+        help="the state file whose run history tells which partitions are done",
+    )
+    sub.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw a progress bar over the partitions on stderr (default: only on a terminal)",
+    )
+    _run_options(sub)
+    sub.set_defaults(command=_backfill)
+
+
+def _serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _command(
+        commands,
+        "serve",
+        "Run a workflow for every interval of a schedule, until stopped (SIGTERM, Ctrl-C).",
+        """
+        flowkit serve etl.py --cron "0 * * * *" --state state.db
+        flowkit serve etl.py:dag --cron "30 6 * * mon-fri" --tz Europe/Berlin --state state.db
+        flowkit serve etl.py --every 10m --catchup --state state.db
+        flowkit serve etl.py --every 1h --max-runs 1 --state state.db
+        """,
+    )
+    _workflow_argument(sub)
+    when = sub.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", metavar="EXPR", help="a cron expression: '0 * * * *', '@daily'")
+    when.add_argument(
+        "--every", metavar="DURATION", help="a fixed period: 30s, 10m, 2h, 1d, 1h30m"
+    )
+    sub.add_argument("--tz", metavar="ZONE", help="the cron's time zone (default: UTC)")
+    sub.add_argument(
+        "--catchup", action="store_true",
+        help="after downtime, run every missed interval in order (default: the latest only)",
+    )
+    sub.add_argument(
+        "--max-runs", type=_positive_int, metavar="N",
+        help="stop after N runs; the exit code is then 1 if one failed",
+    )
+    sub.add_argument(
+        "--wait", action="store_true",
+        help="if another process serves this workflow on this state, wait for it to stop "
+        "(default: refuse)",
+    )
+    sub.add_argument(
+        "--param",
+        action="append",
+        type=_parameter,
+        metavar="NAME=VALUE",
+        help="a run parameter for every run (repeatable), read as for 'flowkit run'",
+    )
+    sub.add_argument(
+        "--state", required=True, metavar="PATH",
+        help="the state file: run history, where the schedule resumes after a restart, the lock",
+    )
+    _run_options(sub)
+    sub.set_defaults(command=_serve)
 
 
 def _positive_int(text: str) -> int:
@@ -579,6 +699,59 @@ def _print_results(result: RunResult, targets: list[str] | None, out: TextIO) ->
         else:
             shown = f"(no value: {state.status.name})"
         print(f"  {name.ljust(width)}  {shown}", file=out)
+
+
+# --- backfill, serve ---------------------------------------------------------------------
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from flowkit import backfill  # loaded on first use, like every command's own module
+
+    dag = load_workflow(args.workflow)
+    partitions = backfill.expand_params(args.param)
+    progress = backfill.PartitionProgress(dag.name, len(partitions), sys.stderr,
+                                          enabled=args.progress)
+    configure_logging(args.log_level, json=args.json_logs, stream=progress.wrap(sys.stderr))
+    state = StateManager(args.state)
+    try:
+        result = dag.backfill(
+            partitions, parallel=args.parallel, state=state, executor=args.executor,
+            max_workers=args.workers, fail_fast=args.fail_fast, force=args.force,
+            hooks=[progress],
+        )
+    except KeyboardInterrupt as exc:
+        progress.close()
+        done: backfill.BackfillResult | None = getattr(exc, "result", None)
+        if done is not None:
+            print(done.summary())
+        raise
+    finally:
+        progress.close()
+        state.close()
+    print(result.summary())
+    for failed in result.failed:
+        print(f"flowkit: partition {failed.label} {failed.status}: {failed.note}", file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flowkit import schedule  # loaded on first use, like every command's own module
+    from flowkit.backfill import PartitionPrinter
+
+    dag = load_workflow(args.workflow)
+    every = schedule.parse_duration(args.every) if args.every is not None else None
+    configure_logging(args.log_level, json=args.json_logs)
+    with StateManager(args.state) as state:
+        result = dag.serve(
+            args.cron, every=every, tz=args.tz, catchup=args.catchup, max_runs=args.max_runs,
+            wait=args.wait, params=dict(args.param or ()), state=state, executor=args.executor,
+            max_workers=args.workers, fail_fast=args.fail_fast,
+            hooks=[PartitionPrinter(sys.stdout)],
+        )
+    print(f"served {result.runs} run(s), {result.failed} failed; stopped by {result.stopped_by}")
+    if args.max_runs is not None and result.stopped_by == "max_runs" and not result.ok:
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 # --- graph, plan, state ------------------------------------------------------------------

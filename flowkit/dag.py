@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flowkit import render
 from flowkit.backends import make_backend
@@ -33,6 +33,12 @@ from flowkit.run_options import RunOptions, StateProtocol, Targets
 from flowkit.scheduler import Scheduler
 from flowkit.state import StateManager
 from flowkit.task import Registry, Task, registry
+
+if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    import datetime as dt
+
+    from flowkit.backfill import BackfillResult
+    from flowkit.schedule import ScheduleParams, ServeResult
 
 __all__ = ["DAG", "Plan"]
 
@@ -276,6 +282,105 @@ class DAG:
         if handle is not None:
             handle.attach(scheduler)
         return scheduler.run()
+
+    # --- over time ----------------------------------------------------------------
+
+    def backfill(
+        self,
+        partitions: Sequence[Mapping[str, Any]],
+        *,
+        parallel: int = 1,
+        state: StateProtocol | None = None,
+        executor: str | cf.Executor = "thread",
+        max_workers: int | None = None,
+        fail_fast: bool = True,
+        targets: Sequence[str] | str | None = None,
+        force: bool = False,
+        hooks: Sequence[object] = (),
+    ) -> BackfillResult:
+        """Run the DAG once per partition (a mapping of run parameters).
+
+        A partition whose latest run recorded in ``state`` with exactly those
+        params succeeded is skipped; one whose latest run failed or was
+        interrupted is resumed. See :mod:`flowkit.backfill`.
+
+        Args:
+            partitions: the params of each run, e.g. ``[{"day": "2026-11-01"}, ...]``.
+            parallel: how many partitions run at once.
+            state: where runs are recorded and looked up (default: the DAG's).
+            executor, max_workers, fail_fast, targets: as for :meth:`run`, for each run.
+            force: run every partition, done or not, afresh.
+            hooks: as for :meth:`run`; a hook may also define
+                ``on_partition_start(params)`` and ``on_partition_end(result)``.
+
+        Returns:
+            a :class:`~flowkit.backfill.BackfillResult`: one result per partition.
+            A failed partition is a result, not an exception.
+
+        Raises:
+            FlowkitError: malformed partitions, or params that fit no task.
+            KeyboardInterrupt: Ctrl-C; ``.result`` holds the BackfillResult so far.
+        """
+        from flowkit import backfill  # loaded on first use: keeps `import flowkit` fast
+
+        return backfill.backfill(
+            self, partitions, parallel=parallel, state=state, force=force, hooks=hooks,
+            executor=executor, max_workers=max_workers, fail_fast=fail_fast, targets=targets,
+        )
+
+    def serve(
+        self,
+        cron: str | None = None,
+        *,
+        every: float | dt.timedelta | None = None,
+        params: ScheduleParams = None,
+        catchup: bool = False,
+        max_runs: int | None = None,
+        state: StateProtocol | None = None,
+        tz: str | dt.tzinfo | None = None,
+        wait: bool = False,
+        executor: str | cf.Executor = "thread",
+        max_workers: int | None = None,
+        fail_fast: bool = True,
+        hooks: Sequence[object] = (),
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], object] | None = None,
+    ) -> ServeResult:
+        """Run the DAG for every interval of a schedule, until stopped.
+
+        Each run gets ``interval_start`` and ``interval_end`` (aware datetimes)
+        as run parameters. See :mod:`flowkit.schedule` for catch-up, locking
+        and signals.
+
+        Args:
+            cron: a cron expression (``"0 * * * *"``, ``"@daily"``), or
+            every: a period in seconds or a ``timedelta``.
+            params: more run parameters: a mapping, or a function of
+                ``(interval_start, interval_end)`` returning one.
+            catchup: after downtime, run every missed interval (default: the latest only).
+            max_runs: return after this many runs (default: run until a signal).
+            state: where runs are recorded (default: the DAG's); use a file state
+                to survive restarts and keep out a second server.
+            tz: the cron's time zone (default UTC).
+            wait: wait for another process serving this DAG on this state to
+                stop, instead of raising ``StateLockedError``.
+            executor, max_workers, fail_fast, hooks: as for :meth:`run`, for each run.
+            clock, sleep: time source (``time.time``) and sleep, for tests.
+
+        Returns:
+            a :class:`~flowkit.schedule.ServeResult`.
+
+        Raises:
+            CronError: an invalid cron expression or time zone.
+            StateLockedError: another process serves this DAG on this state.
+        """
+        from flowkit import schedule  # loaded on first use: keeps `import flowkit` fast
+
+        return schedule.serve(
+            self, cron, every=every, params=params, catchup=catchup, max_runs=max_runs,
+            state=state, tz=tz, wait=wait, hooks=hooks, clock=clock, sleep=sleep,
+            executor=executor, max_workers=max_workers, fail_fast=fail_fast,
+        )
 
     # --- pictures -----------------------------------------------------------------
 

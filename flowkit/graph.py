@@ -12,7 +12,10 @@ from typing import Any
 from flowkit.exceptions import DAGCycleError, DAGValidationError, TaskDefinitionError
 from flowkit.task import MapTask, Task
 
-__all__ = ["Graph", "stale_message", "stale_upstream", "upstream_closure"]
+__all__ = ["SCHEDULE_PARAMS", "Graph", "stale_message", "stale_upstream", "upstream_closure"]
+
+SCHEDULE_PARAMS = frozenset({"interval_start", "interval_end"})
+"""Run parameters a scheduled run always has (``DAG.serve``): never reported as typos."""
 
 
 def upstream_closure(roots: Iterable[object]) -> list[Task[..., Any]]:
@@ -221,7 +224,8 @@ class Graph:
                     )
             if kwargs:
                 bound[i] = kwargs
-        unknown = sorted(set(params) - used - set(also_known))
+        # A scheduled run always carries its interval, whether a task takes it or not.
+        unknown = sorted(set(params) - used - set(also_known) - SCHEDULE_PARAMS)
         if unknown:
             accepted = sorted(self.parameter_names() | set(also_known))
             raise DAGValidationError(

@@ -136,6 +136,7 @@ class LoggingHook:
                 "run_id": run.run_id,
                 "total": run.total,
                 "executor": run.executor,
+                **({"params": run.params} if run.params else {}),
             },
         )
 
@@ -240,6 +241,7 @@ class LoggingHook:
                 "done": run.done,
                 "total": run.total,
                 "counts": counts,
+                **({"params": run.params} if run.params else {}),
             },
         )
 
@@ -255,6 +257,8 @@ class LoggingHook:
             "total": run.total,
             "percent": round(run.percent, 1),
         }
+        if run.params:
+            extra["params"] = run.params
         eta = run.eta
         if eta is not None:
             extra["eta_s"] = round(eta, 3)
@@ -272,6 +276,8 @@ def _task_fields(event: str, run: RunContext, state: TaskState) -> dict[str, Any
     }
     if state.attempts:  # a task that never ran has no attempt to speak of
         fields["attempt"] = state.attempts
+    if run.params:  # tells apart the lines of runs that go on at once (backfills)
+        fields["params"] = run.params
     return fields
 
 
@@ -404,20 +410,28 @@ class JsonFormatter(logging.Formatter):
             return f"<traceback unavailable: {exc!r}>"
 
 
+def _json_value(value: object) -> str:
+    """What JSON cannot hold, as text: dates and times in ISO-8601 (a scheduled
+    run's ``interval_start``), anything else as its ``repr``."""
+    if isinstance(value, _dt.date | _dt.time):
+        return value.isoformat()
+    return _safe_repr(value)
+
+
 def _dumps(payload: dict[str, Any]) -> str:
     try:
-        return _json.dumps(payload, default=_safe_repr, allow_nan=False, ensure_ascii=True)
+        return _json.dumps(payload, default=_json_value, allow_nan=False, ensure_ascii=True)
     except (TypeError, ValueError, RecursionError):
         # A value json cannot take even with default= (a NaN, a cycle, odd keys):
         # fall back field by field so the line stays one valid object.
         safe: dict[str, Any] = {}
         for key, value in payload.items():
             try:
-                _json.dumps(value, default=_safe_repr, allow_nan=False)
+                _json.dumps(value, default=_json_value, allow_nan=False)
                 safe[str(key)] = value
             except (TypeError, ValueError, RecursionError):
                 safe[str(key)] = _safe_repr(value)
-        return _json.dumps(safe, default=_safe_repr, allow_nan=False, ensure_ascii=True)
+        return _json.dumps(safe, default=_json_value, allow_nan=False, ensure_ascii=True)
 
 
 class TextFormatter(logging.Formatter):
@@ -490,6 +504,8 @@ def _text_value(value: object) -> str:
         return _json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool | int | float) or value is None:
         return str(value).lower() if isinstance(value, bool) or value is None else str(value)
+    if isinstance(value, _dt.date | _dt.time):
+        return value.isoformat()
     return _safe_repr(value)
 
 

@@ -119,6 +119,11 @@ class ProgressBar:
             self._erase()
             self._run = None
 
+    def mark(self, name: str, *, running: bool) -> None:
+        """Show ``name`` as running, or no longer: for bars over units other than
+        tasks, such as the partitions of a backfill (counts come from the run context)."""
+        self._update(name, running=running, now=not running)
+
     # --- a stream for log handlers ------------------------------------------------
 
     def wrap(self, stream: TextIO | None = None) -> TextIO:

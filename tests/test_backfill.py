@@ -1,0 +1,347 @@
+"""Backfills: one run per partition, in parallel, attributed, idempotent; the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import textwrap
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowkit import DAG, DAGValidationError, FlowkitError, StateManager, configure_logging, task
+from flowkit.backfill import (
+    MAX_PARTITIONS,
+    BackfillResult,
+    PartitionResult,
+    expand_params,
+    partition_label,
+)
+from flowkit.cli import main
+
+DAYS = [{"day": f"2026-11-0{n}"} for n in range(1, 5)]
+
+
+def _etl(calls: list[str], bad: str | None = None) -> DAG:
+    @task
+    def extract(day: str) -> str:
+        calls.append(f"extract {day}")
+        if day == bad:
+            raise ValueError(f"no data for {day}")
+        return day
+
+    @task
+    def load(rows: str) -> int:
+        calls.append(f"load {rows}")
+        return len(rows)
+
+    extract >> load
+    return DAG([load], name="etl")
+
+
+# --- running partitions ------------------------------------------------------------------
+
+
+def test_one_run_per_partition_in_order() -> None:
+    calls: list[str] = []
+    result = _etl(calls).backfill(DAYS, executor="sync")
+    assert isinstance(result, BackfillResult)
+    assert list(result) == [f"day=2026-11-0{n}" for n in range(1, 5)]
+    assert calls == [f"{step} 2026-11-0{n}" for n in range(1, 5) for step in ("extract", "load")]
+    assert result.ok and result.counts == {"success": 4}
+    first = result["day=2026-11-01"]
+    assert result[{"day": "2026-11-01"}] is first
+    assert first.status == "success" and first.ok and first.run is not None
+    assert first.run["load"] == 10 and first.run_id == first.run.run_id
+    assert first.params == {"day": "2026-11-01"} and first.label == "day=2026-11-01"
+    assert len({r.run_id for r in result.results}) == 4
+
+
+def test_a_failed_partition_is_a_result_and_the_others_run() -> None:
+    calls: list[str] = []
+    result = _etl(calls, bad="2026-11-02").backfill(DAYS, executor="sync")
+    assert not result.ok
+    assert result.counts == {"success": 3, "failed": 1}
+    failed = result["day=2026-11-02"]
+    assert failed.status == "failed" and not failed.ok
+    assert isinstance(failed.error, FlowkitError)
+    assert failed.note == "task 'extract' failed: ValueError: no data for 2026-11-02"
+    assert failed.run is not None and not failed.run.ok
+    assert result.failed == [failed]
+    assert "load 2026-11-04" in calls
+
+
+def test_summary_table() -> None:
+    result = _etl([], bad="2026-11-02").backfill(DAYS[:2], executor="sync")
+    lines = result.summary().splitlines()
+    assert lines[0].split() == ["partition", "status", "duration", "run"]
+    assert set(lines[1]) <= {"-", " "}
+    assert lines[2].split()[:2] == ["day=2026-11-01", "success"]
+    assert lines[2].split()[3] == result["day=2026-11-01"].run_id
+    assert lines[3].split()[:2] == ["day=2026-11-02", "failed"]
+    assert lines[-1].startswith("2 partition(s) in ") and lines[-1].endswith("1 success, 1 failed")
+    assert repr(result) == "<BackfillResult 2 partition(s): 1 success, 1 failed>"
+
+
+def test_parallel_runs_partitions_at_once() -> None:
+    # Each task waits for the other partition's task: only runs side by side pass.
+    meet = threading.Barrier(2, timeout=10)
+
+    @task
+    def work(day: str) -> str:
+        meet.wait()
+        return day
+
+    result = DAG([work], name="pair").backfill(DAYS[:2], parallel=2)
+    assert result.ok, result.summary()
+    assert [r.run["work"] for r in result.results if r.run] == ["2026-11-01", "2026-11-02"]
+
+
+def test_parallel_results_keep_the_partition_order_and_failures() -> None:
+    result = _etl([], bad="2026-11-03").backfill(DAYS, parallel=3)
+    assert list(result) == [partition_label(p) for p in DAYS]
+    assert [r.status for r in result.results] == ["success", "success", "failed", "success"]
+    assert all(r.run is not None and r.run["load"] == 10 for r in result.results if r.ok)
+
+
+def test_log_lines_of_parallel_partitions_carry_their_params_and_run_id() -> None:
+    stream = io.StringIO()
+    configure_logging("DEBUG", json=True, stream=stream)
+    result = _etl([]).backfill(DAYS, parallel=4)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    run_lines = [line for line in lines if line["logger"] == "flowkit.run"]
+    assert len(run_lines) >= 4 * 6  # start, 2 x (start, success, progress), end per run
+    for line in run_lines:
+        partition = result[line["params"]]
+        assert line["run_id"] == partition.run_id
+        if line.get("task") == "extract" and line["event"] == "task.success":
+            assert line["params"] == partition.params
+
+
+def test_text_log_lines_show_the_params() -> None:
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    _etl([]).backfill(DAYS[:1], executor="sync")
+    success = [line for line in stream.getvalue().splitlines() if "task.success" in line]
+    assert success and all(line.endswith("day=2026-11-01") for line in success)
+
+
+def test_partition_hooks_and_a_hook_that_raises(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    class Watch:
+        def on_partition_start(self, params: Mapping[str, Any]) -> None:
+            seen.append(("start", dict(params)))
+
+        def on_partition_end(self, result: PartitionResult) -> None:
+            seen.append(("end", result.status))
+
+        def on_dag_end(self, run: object, result: object) -> None:
+            seen.append(("dag.end", None))
+
+    class Broken:
+        def on_partition_end(self, result: PartitionResult) -> None:
+            raise RuntimeError("hook bug")
+
+    result = _etl([]).backfill(DAYS[:2], executor="sync", hooks=[Watch(), Broken()])
+    assert result.ok
+    assert seen == [
+        ("start", DAYS[0]), ("dag.end", None), ("end", "success"),
+        ("start", DAYS[1]), ("dag.end", None), ("end", "success"),
+    ]
+    assert "hook bug" in caplog.text
+
+
+def test_fail_fast_and_targets_apply_to_each_run() -> None:
+    calls: list[str] = []
+    result = _etl(calls).backfill(DAYS[:2], executor="sync", targets=["extract"])
+    assert result.ok
+    assert calls == ["extract 2026-11-01", "extract 2026-11-02"]
+
+
+def test_a_partition_whose_run_cannot_start_fails_alone(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text("not a state file\n", encoding="utf-8")
+    result = _etl([]).backfill(DAYS[:1], state=StateManager(foreign), executor="sync")
+    assert result.counts == {"failed": 1}
+    assert "foreign.json" in result.results[0].note
+
+
+def test_ctrl_c_stops_the_backfill_with_what_was_done() -> None:
+    @task
+    def work(day: str) -> str:
+        if day == "2026-11-02":
+            raise KeyboardInterrupt
+        return day
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        DAG([work], name="stop").backfill(DAYS[:3], executor="sync")
+    done: BackfillResult = info.value.result  # type: ignore[attr-defined]
+    assert [r.status for r in done.results] == ["success", "interrupted", "cancelled"]
+    assert done.interrupted and not done.ok
+    assert done.results[2].note == "not started"
+
+
+# --- checked before anything runs ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("partitions", "parallel", "words"),
+    [
+        ({"day": "x"}, 1, "a list of partitions"),
+        ("day=x", 1, "a list of partitions"),
+        ([["day", "x"]], 1, "partition 0 of the backfill is"),
+        ([{1: "x"}], 1, "partition 0"),
+        (DAYS, 0, "parallel must be a positive integer"),
+        (DAYS, True, "parallel must be a positive integer"),
+        ([DAYS[0], DAYS[0]], 1, "partition 'day=2026-11-01' is given twice"),
+    ],
+)
+def test_bad_arguments(partitions: Any, parallel: Any, words: str) -> None:
+    calls: list[str] = []
+    with pytest.raises(FlowkitError, match=words):
+        _etl(calls).backfill(partitions, parallel=parallel)
+    assert calls == []
+
+
+def test_a_param_no_task_takes_fails_before_any_run() -> None:
+    calls: list[str] = []
+    with pytest.raises(DAGValidationError, match="'dya' is not a parameter of any task"):
+        _etl(calls).backfill([{"day": "2026-11-01", "dya": "2026-11-01"}])
+    with pytest.raises(DAGValidationError, match="needs a value for its parameter 'day'"):
+        _etl(calls).backfill([{}])
+    assert calls == []
+
+
+# --- partitions from the command line -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("specs", "expected"),
+    [
+        (["day=2026-11-01..2026-11-03"],
+         [{"day": "2026-11-01"}, {"day": "2026-11-02"}, {"day": "2026-11-03"}]),
+        (["day=2026-02-27..2026-03-01"],  # across a month end
+         [{"day": "2026-02-27"}, {"day": "2026-02-28"}, {"day": "2026-03-01"}]),
+        (["n=1..3"], [{"n": 1}, {"n": 2}, {"n": 3}]),
+        (["n=-1..1"], [{"n": -1}, {"n": 0}, {"n": 1}]),
+        (["region=eu,us"], [{"region": "eu"}, {"region": "us"}]),
+        (["limit=5"], [{"limit": 5}]),
+        (["flag=true,false"], [{"flag": True}, {"flag": False}]),
+        (["day=2026-11-01"], [{"day": "2026-11-01"}]),
+        (["day=2026-11-01..2026-11-02", "region=eu,us"],
+         [{"day": "2026-11-01", "region": "eu"}, {"day": "2026-11-01", "region": "us"},
+          {"day": "2026-11-02", "region": "eu"}, {"day": "2026-11-02", "region": "us"}]),
+        ([], [{}]),
+    ],
+)
+def test_expand_params(specs: list[str], expected: list[dict[str, Any]]) -> None:
+    assert expand_params(specs) == expected
+
+
+@pytest.mark.parametrize(
+    ("specs", "words"),
+    [
+        (["day"], "expected NAME=VALUES"),
+        (["=1"], "expected NAME=VALUES"),
+        (["day=1", "day=2"], "--param day is given twice"),
+        (["day=2026-11-03..2026-11-01"], "runs backwards"),
+        (["n=3..1"], "runs backwards"),
+        (["n=a..b"], "a range is of dates"),
+        (["n=1..2026-11-01"], "a range is of dates"),
+        (["n=0..100000000000"], "check the range"),
+        (["day=0001-01-01..9999-12-31"], "check the range"),
+        ([f"a=1..{MAX_PARTITIONS // 10}", "b=1..20"], "more than 100,000 partitions"),
+    ],
+)
+def test_expand_params_errors(specs: list[str], words: str) -> None:
+    with pytest.raises(FlowkitError, match=words):
+        expand_params(specs)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+FLOW = """
+    from flowkit import task
+
+    @task
+    def extract(day: str, region: str) -> str:
+        if (day, region) == ("2026-11-02", "us"):
+            raise ValueError("no data")
+        return day + "/" + region
+
+    @task
+    def load(rows: str) -> int:
+        return len(rows)
+
+    extract >> load
+"""
+
+
+def _flow(tmp_path: Path) -> str:
+    path = tmp_path / "flow.py"
+    path.write_text(textwrap.dedent(FLOW), encoding="utf-8")
+    return str(path)
+
+
+def test_cli_backfill(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["backfill", _flow(tmp_path), "--param", "day=2026-11-01..2026-11-02",
+            "--param", "region=eu,us", "--parallel", "2", "--state", str(tmp_path / "s.json"),
+            "--log-level", "CRITICAL"]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 1
+    rows = [line.split() for line in out.splitlines()[2:6]]
+    assert [row[:3] for row in rows] == [
+        ["day=2026-11-01", "region=eu", "success"],
+        ["day=2026-11-01", "region=us", "success"],
+        ["day=2026-11-02", "region=eu", "success"],
+        ["day=2026-11-02", "region=us", "failed"],
+    ]
+    assert out.splitlines()[-1].endswith("3 success, 1 failed")
+    assert err.strip() == (
+        "flowkit: partition day=2026-11-02 region=us failed: "
+        "task 'extract' failed: ValueError: no data"
+    )
+    assert "\r" not in err  # no progress bar off a terminal
+
+
+def test_cli_backfill_all_ok_exits_0_and_draws_progress_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["backfill", _flow(tmp_path), "--param", "day=2026-11-01", "--param", "region=eu",
+            "--state", str(tmp_path / "s.json"), "--progress", "--executor", "sync"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "1 partition(s) in" in out and "1 success" in out
+    assert "flow backfill [" in err and "1/1 100%" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--param", "day=2026-11-05..2026-11-01"], "runs backwards"),
+        (["--param", "day=1", "--param", "region=eu", "--param", "dya=1"],
+         "'dya' is not a parameter of any task"),
+        (["--param", "day=1"], "needs a value for its parameter 'region'"),
+        (["--param", "day=1", "--parallel", "0"], "expected a positive integer"),
+    ],
+)
+def test_cli_backfill_usage_errors_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], words: str
+) -> None:
+    code = main(["backfill", _flow(tmp_path), "--state", str(tmp_path / "s.json"), *extra])
+    _, err = capsys.readouterr()
+    assert code == 2 and words in err
+
+
+def test_cli_backfill_needs_param_and_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["backfill", _flow(tmp_path), "--state", "s.json"]) == 2
+    assert "--param" in capsys.readouterr().err
+    assert main(["backfill", _flow(tmp_path), "--param", "day=1"]) == 2
+    assert "--state" in capsys.readouterr().err
