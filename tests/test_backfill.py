@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import textwrap
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,18 @@ from flowkit.backfill import (
 from flowkit.cli import main
 
 DAYS = [{"day": f"2026-11-0{n}"} for n in range(1, 5)]
+
+
+@pytest.fixture(autouse=True)
+def _reset_flowkit_logging() -> Iterator[None]:
+    """Each test leaves the "flowkit" logger as it found it."""
+    logger = logging.getLogger("flowkit")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    for handler in logger.handlers:
+        if handler not in saved[0]:
+            handler.close()
+    logger.handlers[:], logger.level, logger.propagate = saved
 
 
 def _etl(calls: list[str], bad: str | None = None) -> DAG:
