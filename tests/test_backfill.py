@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 
-from flowkit import DAG, DAGValidationError, FlowkitError, StateManager, configure_logging, task
+from flowkit import (
+    DAG,
+    DAGValidationError,
+    FlowkitError,
+    StateError,
+    StateManager,
+    configure_logging,
+    task,
+)
 from flowkit.backfill import (
     MAX_PARTITIONS,
     BackfillResult,
@@ -175,12 +183,26 @@ def test_fail_fast_and_targets_apply_to_each_run() -> None:
     assert calls == ["extract 2026-11-01", "extract 2026-11-02"]
 
 
-def test_a_partition_whose_run_cannot_start_fails_alone(tmp_path: Path) -> None:
+def test_an_unreadable_state_is_reported_before_anything_runs(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.json"
     foreign.write_text("not a state file\n", encoding="utf-8")
-    result = _etl([]).backfill(DAYS[:1], state=StateManager(foreign), executor="sync")
-    assert result.counts == {"failed": 1}
-    assert "foreign.json" in result.results[0].note
+    calls: list[str] = []
+    with pytest.raises(StateError, match=r"foreign\.json"):
+        _etl(calls).backfill(DAYS[:1], state=StateManager(foreign), executor="sync")
+    assert calls == []
+
+
+def test_a_partition_whose_run_cannot_start_fails_alone() -> None:
+    class Refusing(StateManager):
+        def begin_run(self, run: Any, tasks: Any, *, resume: bool) -> Any:
+            if run.params["day"] == "2026-11-02":
+                raise StateError("this one cannot be recorded")
+            return super().begin_run(run, tasks, resume=resume)
+
+    result = _etl([]).backfill(DAYS[:3], state=Refusing(), executor="sync")
+    assert [r.status for r in result.results] == ["success", "failed", "success"]
+    assert result.results[1].note == "this one cannot be recorded"
+    assert result.results[1].run is None
 
 
 def test_ctrl_c_stops_the_backfill_with_what_was_done() -> None:
@@ -358,3 +380,96 @@ def test_cli_backfill_needs_param_and_state(
     assert "--param" in capsys.readouterr().err
     assert main(["backfill", _flow(tmp_path), "--param", "day=1"]) == 2
     assert "--state" in capsys.readouterr().err
+
+
+# --- idempotent through the run history ---------------------------------------------------
+
+
+def _load_fails_on(calls: list[str], bad: set[str]) -> DAG:
+    @task
+    def extract(day: str) -> str:
+        calls.append(f"extract {day}")
+        return day
+
+    @task
+    def load(rows: str) -> int:
+        calls.append(f"load {rows}")
+        if rows in bad:
+            raise ValueError(f"cannot load {rows}")
+        return len(rows)
+
+    extract >> load
+    return DAG([load], name="etl")
+
+
+@pytest.mark.parametrize("suffix", [".json", ".db"])
+def test_done_partitions_are_skipped_and_failed_ones_resumed(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"state{suffix}"
+    calls: list[str] = []
+    bad = {"2026-11-02"}
+    first = _load_fails_on(calls, bad).backfill(DAYS, state=StateManager(path), parallel=2)
+    assert [r.status for r in first.results] == ["success", "failed", "success", "success"]
+    calls.clear()
+    bad.clear()
+    second = _load_fails_on(calls, bad).backfill(DAYS, state=StateManager(path), parallel=2)
+    assert [r.status for r in second.results] == ["skipped", "success", "skipped", "skipped"]
+    assert second.ok and second.counts == {"success": 1, "skipped": 3}
+    skipped = second["day=2026-11-01"]
+    assert skipped.note == f"done in run {first['day=2026-11-01'].run_id}" and skipped.run is None
+    resumed = second["day=2026-11-02"]
+    assert resumed.resumed and resumed.run is not None
+    # only the unfinished task ran: extract was restored from the failed run
+    assert calls == ["load 2026-11-02"]
+    assert resumed.run.states["extract"].status.name == "CACHED"
+    assert "success (resumed)" in second.summary()
+    # every partition's run is in the history, with its params
+    runs = StateManager(path).runs("etl")
+    assert [r.params for r in runs].count({"day": "2026-11-02"}) == 2
+    assert {r.status for r in runs if r.params == {"day": "2026-11-02"}} == {"success", "failed"}
+
+
+def test_force_runs_every_partition_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    calls: list[str] = []
+    _etl(calls).backfill(DAYS[:2], state=StateManager(path), executor="sync")
+    calls.clear()
+    again = _etl(calls).backfill(DAYS[:2], state=StateManager(path), executor="sync", force=True)
+    assert [r.status for r in again.results] == ["success", "success"]
+    assert not any(r.resumed for r in again.results)
+    assert len(calls) == 4
+
+
+def test_only_the_latest_run_with_exactly_those_params_counts() -> None:
+    calls: list[str] = []
+    bad: set[str] = set()
+    dag = _load_fails_on(calls, bad)
+    state = StateManager()
+    dag.backfill(DAYS[:1], state=state, executor="sync")
+    bad.add("2026-11-01")
+    with pytest.raises(FlowkitError):  # a later failed run of the same partition
+        dag.run(params=DAYS[0], state=state, executor="sync")
+    # the latest run of the partition failed: it is resumed, not skipped
+    assert dag.backfill(DAYS[:1], state=state, executor="sync").results[0].status == "failed"
+    bad.clear()
+    result = dag.backfill(DAYS[:1], state=state, executor="sync")
+    assert result.results[0].status == "success" and result.results[0].resumed
+
+
+def test_a_backfill_larger_than_the_history_warns(caplog: pytest.LogCaptureFixture) -> None:
+    _etl([]).backfill(DAYS[:3], state=StateManager(history=2), executor="sync")
+    assert "keeps the history of only the last 2 runs" in caplog.text
+
+
+def test_cli_backfill_again_skips_what_is_done(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["backfill", _flow(tmp_path), "--param", "day=2026-11-01..2026-11-02",
+            "--param", "region=eu", "--state", str(tmp_path / "s.json")]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[-1].endswith("2 skipped")
+    assert "skipped" in out.splitlines()[2] and "done in run" in out.splitlines()[2]
+    assert main([*argv, "--force"]) == 0
+    assert capsys.readouterr()[0].splitlines()[-1].endswith("2 success")

@@ -161,17 +161,19 @@ def test_a_store_without_history_lists_no_runs() -> None:
     assert state.get_run("x") is None
 
 
-def test_params_that_are_not_plain_data_are_kept_as_their_repr(tmp_path: Path) -> None:
+def test_params_that_are_not_plain_data_are_kept_as_text(tmp_path: Path) -> None:
     state = StateManager(tmp_path / "state.db")
-    def a(day: Any, n: Any, xs: Any, nan: Any) -> None:
+    def a(day: Any, n: Any, xs: Any, nan: Any, at: Any, obj: Any) -> None:
         pass
 
     a = Task(a)
-    params = {"day": dt.date(2026, 1, 2), "n": 3, "xs": (1, 2.5, None), "nan": float("nan")}
+    params = {"day": dt.date(2026, 1, 2), "n": 3, "xs": (1, 2.5, None), "nan": float("nan"),
+              "at": dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC), "obj": Task}
     DAG([a], name="p").run(executor="sync", state=state, params=params)
     (record,) = state.runs()
-    assert record.params == {"day": "datetime.date(2026, 1, 2)", "n": 3, "xs": [1, 2.5, None],
-                             "nan": "nan"}
+    # dates and times in ISO-8601, other values as their repr
+    assert record.params == {"day": "2026-01-02", "n": 3, "xs": [1, 2.5, None], "nan": "nan",
+                             "at": "2026-01-02T03:04:00+00:00", "obj": repr(Task)}
 
 
 def test_resume_records_restored_tasks_as_cached(backend: str, tmp_path: Path) -> None:

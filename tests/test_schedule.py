@@ -164,7 +164,7 @@ def test_params_as_a_mapping_or_a_function_of_the_interval() -> None:
     dag = DAG([load], name="load")
     dag.serve(every=600, params={"day": "fixed", "table": "t"}, max_runs=1, clock=clock.clock,
               sleep=clock.sleep)
-    dag.serve(every=86400, max_runs=1, clock=clock.clock, sleep=clock.sleep,
+    dag.serve(every=86400, max_runs=1, clock=clock.clock, sleep=clock.sleep, state=StateManager(),
               params=lambda start, end: {"day": start.date().isoformat(), "table": "u",
                                          "interval_end": "ignored"})
     assert got == ["t:fixed", "u:2026-11-27"]
@@ -474,3 +474,79 @@ def test_cli_serve_across_processes_refuses_then_stops_on_sigterm(tmp_path: Path
             first.kill()
     assert first.returncode == 0, err
     assert out.strip() == "served 1 run(s), 0 failed; stopped by SIGTERM"
+
+
+# --- where it left off: the run history ---------------------------------------------------------
+
+
+def test_after_downtime_only_the_latest_interval_runs(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    clock = FakeTime("2026-11-28T10:07:00+00:00")
+    seen: list[tuple[dt.datetime, dt.datetime]] = []
+    _report(seen).serve(every=600, max_runs=2, state=StateManager(path), clock=clock.clock,
+                        sleep=clock.sleep)
+    assert _hm(seen) == ["09:50-10:00", "10:00-10:10"]
+    clock.advance(45 * 60)  # down from 10:10 to 10:55
+    seen.clear()
+    _report(seen).serve(every=600, max_runs=2, state=StateManager(path), clock=clock.clock,
+                        sleep=clock.sleep)
+    assert _hm(seen) == ["10:40-10:50", "10:50-11:00"]
+
+
+def test_after_downtime_catchup_runs_every_missed_interval(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    clock = FakeTime("2026-11-28T10:07:00+00:00")
+    seen: list[tuple[dt.datetime, dt.datetime]] = []
+    _report(seen).serve(every=600, max_runs=1, state=StateManager(path), clock=clock.clock,
+                        sleep=clock.sleep)
+    clock.advance(35 * 60)  # down from 10:07 to 10:42
+    seen.clear()
+    result = _report(seen).serve(every=600, catchup=True, max_runs=4, state=StateManager(path),
+                                 clock=clock.clock, sleep=clock.sleep)
+    assert _hm(seen) == ["10:00-10:10", "10:10-10:20", "10:20-10:30", "10:30-10:40"]
+    assert clock.sleeps == []
+    runs = StateManager(path).runs("report")
+    assert [r.params["interval_end"] for r in runs][:2] == [
+        "2026-11-28T10:40:00+00:00", "2026-11-28T10:30:00+00:00"
+    ]
+    assert all(r.status == "success" for r in runs) and result.runs == 4
+
+
+def test_a_restart_within_an_interval_does_not_run_it_again(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    clock = FakeTime("2026-11-28T10:07:00+00:00")
+    seen: list[tuple[dt.datetime, dt.datetime]] = []
+    _report(seen).serve(every=600, max_runs=1, state=StateManager(path), clock=clock.clock,
+                        sleep=clock.sleep)
+    _report(seen).serve(every=600, max_runs=1, state=StateManager(path), clock=clock.clock,
+                        sleep=clock.sleep)
+    assert _hm(seen) == ["09:50-10:00", "10:00-10:10"]
+    assert clock.sleeps == [180.0]  # the second server waited for 10:10
+
+
+def test_a_second_signal_leaves_a_resumable_interrupted_run(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    clock = FakeTime("2026-11-28T10:07:00+00:00")
+
+    @task
+    def first() -> str:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        return "kept"
+
+    @task
+    def second(x: str) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+
+    first >> second
+    result = DAG([second], name="two").serve(every=600, executor="sync",
+                                             state=StateManager(path), clock=clock.clock,
+                                             sleep=clock.sleep)
+    assert result.results[0].status == "interrupted"
+    (record,) = StateManager(path).runs("two")
+    assert record.status == "interrupted"
+    assert record.tasks["first"].status == "success"
+    params = result.results[0].params
+    latest = StateManager(path).latest_run("two", params)
+    assert latest is not None and latest[0] == record.run_id

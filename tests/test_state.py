@@ -978,23 +978,28 @@ def fail_on_four(x: int) -> int:
     return x * 10
 
 
-def test_resume_refuses_different_parameters(make_state: StateFactory) -> None:
+def test_resume_continues_the_run_with_the_same_parameters(make_state: StateFactory) -> None:
     SWITCH["fail"] = True
     t = Task(dated, name="dated")
     f = Task(maybe_fail, name="maybe_fail")
     t >> f
-    with pytest.raises(TaskExecutionError):
-        DAG([f], name="p").run(executor="sync", state=make_state(), params={"day": "mon"})
-    with pytest.raises(flowkit.StateError) as info:
-        DAG([f], name="p").run(executor="sync", state=make_state(), params={"day": "tue"},
-                               resume=True)
-    message = str(info.value)
-    assert "day='mon'" in message and "day='tue'" in message and "resume" in message
+    for day in ("mon", "tue"):  # two failed runs, one per day
+        with pytest.raises(TaskExecutionError):
+            DAG([f], name="p").run(executor="sync", state=make_state(), params={"day": day})
+    assert CALLS["dated"] == 2
     SWITCH.clear()
+    # Monday's run is resumed although Tuesday's came since: its own result is restored.
     run = DAG([f], name="p").run(executor="sync", state=make_state(), params={"day": "mon"},
                                  resume=True)
     assert run.states["dated"].status is Status.CACHED
-    assert CALLS["dated"] == 1
+    assert run["dated"] == "MON" and run["maybe_fail"] == "MON" * 10
+    assert CALLS["dated"] == 2
+    # Parameters never run before: nothing to restore, everything runs.
+    run = DAG([f], name="p").run(executor="sync", state=make_state(), params={"day": "wed"},
+                                 resume=True)
+    assert run.states["dated"].status is Status.SUCCESS and CALLS["dated"] == 3
+    assert make_state().latest_run("p", {"day": "tue"}) is not None
+    assert make_state().latest_run("p") is None  # no run without parameters
 
 
 def test_resume_in_the_middle_of_a_map(make_state: StateFactory) -> None:

@@ -28,7 +28,7 @@ import socket
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any, NamedTuple
 
 from flowkit.outcome import Status, TaskState
@@ -537,9 +537,12 @@ def _text(error: BaseException, *, full: bool = False) -> str:
 
 
 def plain(value: Any, depth: int = 0) -> Any:
-    """``value`` as JSON data: plain data as is, anything else as its ``repr``."""
+    """``value`` as JSON data: plain data as is, dates and times in ISO-8601 (a
+    scheduled run's ``interval_start``), anything else as its ``repr``."""
     if value is None or isinstance(value, bool | int | str):
         return value
+    if isinstance(value, date | time):
+        return value.isoformat()
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if depth < 8 and isinstance(value, list | tuple):

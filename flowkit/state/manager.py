@@ -187,7 +187,7 @@ class StateManager:
         """Start recording ``run``; with ``resume``, return the tasks to restore.
 
         Restored are the tasks that succeeded, were cached or were skipped in
-        the DAG's latest recorded run, whose code and upstream tasks are
+        the DAG's latest recorded run with the same parameters, whose code and upstream tasks are
         unchanged, and whose upstream tasks are all restored too.
 
         Returns:
@@ -196,24 +196,25 @@ class StateManager:
         Raises:
             StateError: the state file is unreadable, corrupt or foreign.
         """
-        book = _RunBook(run.dag_name, run.run_id)
+        params = self._params_record(run)
+        slot = params.dag  # the DAG's name, with its parameters' digest when it has some
+        book = _RunBook(slot, run.run_id)
         restored: dict[str, tuple[Status, Any]] = {}
         carried: list[Outcome] = []
-        params = self._params_record(run)
         with self._lock:
             if resume:
-                self._flush(run.dag_name)
+                self._check_comparable(run, params)
+                self._flush(slot)
             else:
-                self._unflushed.pop(run.dag_name, None)  # superseded before anyone read it
+                self._unflushed.pop(slot, None)  # superseded before anyone read it
             previous = None
             if resume:
-                latest = self._store.latest_run(run.dag_name)
+                latest = self._store.latest_run(slot)
                 if latest is not None:
                     previous = latest[0]
-                    self._check_same_params(run, latest[0], latest[1].get(_PARAMS), params)
                     restored, carried = self._restorable(tasks, latest[1])
                     book.restored.update(restored)
-            self._store.start_run(run.dag_name, run.run_id, self.clock(), [params, *carried])
+            self._store.start_run(slot, run.run_id, self.clock(), [params, *carried])
             self._books[run.run_id] = book
             book.started = True
             if self.history_size:
@@ -239,37 +240,20 @@ class StateManager:
         self._store.history_start(head, ends)
 
     def _params_record(self, run: RunContext) -> Outcome:
-        """The run parameters, kept with the run so that resume can compare them."""
-        try:
-            digest = input_hash((), run.params)
-        except UncacheableInput:
-            # Values without a stable form cannot be compared with a later run's:
-            # a digest that matches nothing makes resume refuse instead of guess.
-            digest = f"incomparable:{run.run_id}"
+        """The run parameters, kept with the run; its ``dag`` is the run's slot (see
+        :func:`_slot`)."""
+        slot, digest = _slot(run.dag_name, run.params)
         shown = ", ".join(f"{k}={v!r}" for k, v in sorted(run.params.items())) or "none"
-        return Outcome(run.dag_name, run.run_id, _PARAMS, _PARAMS, digest, True, shown,
-                       self.clock())
+        return Outcome(slot, run.run_id, _PARAMS, _PARAMS, digest, True, shown, self.clock())
 
-    def _check_same_params(
-        self, run: RunContext, recorded_run: str, recorded: Outcome | None, now: Outcome
-    ) -> None:
-        if recorded is None or recorded.version == now.version:
-            return
-        if recorded.version.startswith("incomparable:") or now.version.startswith(
-            "incomparable:"
-        ):
+    def _check_comparable(self, run: RunContext, params: Outcome) -> None:
+        if params.version == _INCOMPARABLE:
             raise StateError(
-                f"cannot resume run {recorded_run} of DAG {run.dag_name!r}: its parameters "
-                f"({recorded.value}) or this run's ({now.value}) hold values flowkit cannot "
-                "compare (only plain data can be); run without resume=True.",
+                f"cannot resume DAG {run.dag_name!r} with the parameters ({params.value}): "
+                "they hold values flowkit cannot compare with a recorded run's (only plain "
+                "data can be); run without resume=True.",
                 path=None if self._store.keeps_objects else self._store.location,
             )
-        raise StateError(
-            f"cannot resume run {recorded_run} of DAG {run.dag_name!r}: it ran with the "
-            f"parameters ({recorded.value}) and this run has ({now.value}). Pass the same "
-            "params to resume it, or run without resume=True to start afresh.",
-            path=None if self._store.keeps_objects else self._store.location,
-        )
 
     def _restorable(
         self, tasks: Sequence[Task[..., Any]], outcomes: Mapping[str, Outcome]
@@ -572,14 +556,19 @@ class StateManager:
             for e in found
         ]
 
-    def latest_run(self, dag_name: str) -> tuple[str, dict[str, Status]] | None:
-        """The id of the latest recorded run of ``dag_name`` and each task's status in it.
+    def latest_run(
+        self, dag_name: str, params: Mapping[str, Any] | None = None
+    ) -> tuple[str, dict[str, Status]] | None:
+        """The id of the latest recorded run of ``dag_name`` with run parameters
+        ``params`` (none by default), and each task's status in it — the run that
+        ``resume=True`` would continue.
 
         Tasks restored or carried over from earlier runs are included.
         """
+        slot = _slot(dag_name, params or {})[0]
         with self._lock:
-            self._flush(dag_name)
-            latest = self._store.latest_run(dag_name)
+            self._flush(slot)
+            latest = self._store.latest_run(slot)
             self._release()
         if latest is None:
             return None
@@ -694,6 +683,24 @@ _BACKENDS = {
 }
 _DEFERRABLE = frozenset({Status.SUCCESS, Status.CACHED, Status.SKIPPED})
 _PARAMS = "<params>"  # the run's parameters, recorded beside its outcomes (no task has this name)
+_INCOMPARABLE = "incomparable"
+
+
+def _slot(dag: str, params: Mapping[str, Any]) -> tuple[str, str]:
+    """Where a run's outcomes are kept for resume, and its parameters' digest.
+
+    Each DAG name *and parameters* has its own latest run, so that resume
+    continues the run with the same parameters even when runs with other
+    parameters came since (the partitions of a backfill). Runs without
+    parameters use the DAG's name itself.
+    """
+    try:
+        digest = input_hash((), params)
+    except UncacheableInput:
+        # Values without a stable form match no later run: such runs share one
+        # slot, which resume refuses (see _check_comparable).
+        digest = _INCOMPARABLE
+    return (f"{dag} [params {digest}]" if params else dag), digest
 
 
 def _run_status(result: object) -> str:
