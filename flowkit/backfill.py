@@ -200,21 +200,20 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=repr))
 
 
-def expand_params(specs: Sequence[str]) -> list[dict[str, Any]]:
+def expand_params(specs: Sequence[str]) -> list[dict[str, str]]:
     """The cross product of ``NAME=VALUES`` specs, in order (the last name varies fastest).
 
-    VALUES is a range of dates by day (``2026-11-01..2026-11-28``, given to
-    tasks as ISO text, like ``--param day=2026-11-01`` would be), a range of
-    integers (``1..10``), a comma list (``eu,us``), or one value. Each listed
-    value, like a ``--param`` value, is read as JSON when it is valid JSON
-    (``3``, ``true``), else taken as text.
+    VALUES is a range of dates by day (``2026-11-01..2026-11-28``), a range of
+    integers (``1..10``), a comma list (``eu,us``), or one value. The values
+    are text, like ``--param`` values: :func:`flowkit.params.typed_params`
+    converts them for the tasks that take them (``day: date`` gets a date).
 
     Raises:
         FlowkitError: a malformed spec, a name given twice, a backwards range,
             or more than :data:`MAX_PARTITIONS` partitions.
     """
     names: list[str] = []
-    choices: list[list[Any]] = []
+    choices: list[list[str]] = []
     total = 1
     for spec in specs:
         name, sep, text = spec.partition("=")
@@ -237,10 +236,10 @@ def expand_params(specs: Sequence[str]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*choices)]
 
 
-def _values(name: str, text: str) -> list[Any]:
+def _values(name: str, text: str) -> list[str]:
     first, dots, last = text.partition("..")
     if not dots:
-        return [_scalar(part) for part in text.split(",")] if "," in text else [_scalar(text)]
+        return text.split(",")
     start, end = _date(first), _date(last)
     if start is not None and end is not None:
         if end < start:
@@ -261,14 +260,7 @@ def _values(name: str, text: str) -> list[Any]:
         raise FlowkitError(f"--param {name}={text}: the range runs backwards ({high} < {low})")
     if high - low >= MAX_PARTITIONS:
         raise FlowkitError(f"--param {name}={text} has {high - low + 1:,} values: check the range")
-    return list(range(low, high + 1))
-
-
-def _scalar(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    return [str(n) for n in range(low, high + 1)]
 
 
 def _date(text: str) -> dt.date | None:

@@ -403,9 +403,9 @@ def _serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     sub.add_argument(
         "--param",
         action="append",
-        type=_parameter,
+        type=_parameter_text,
         metavar="NAME=VALUE",
-        help="a run parameter for every run (repeatable), read as for 'flowkit run'",
+        help="a run parameter for every run (repeatable), typed as for 'flowkit run'",
     )
     sub.add_argument(
         "--state", required=True, metavar="PATH",
@@ -708,7 +708,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from flowkit import backfill  # loaded on first use, like every command's own module
 
     dag = load_workflow(args.workflow)
-    partitions = backfill.expand_params(args.param)
+    partitions = [typed_params(dag.tasks, p) for p in backfill.expand_params(args.param)]
     progress = backfill.PartitionProgress(dag.name, len(partitions), sys.stderr,
                                           enabled=args.progress)
     configure_logging(args.log_level, json=args.json_logs, stream=progress.wrap(sys.stderr))
@@ -744,7 +744,8 @@ def _serve(args: argparse.Namespace) -> int:
     with StateManager(args.state) as state:
         result = dag.serve(
             args.cron, every=every, tz=args.tz, catchup=args.catchup, max_runs=args.max_runs,
-            wait=args.wait, params=dict(args.param or ()), state=state, executor=args.executor,
+            wait=args.wait, params=typed_params(dag.tasks, dict(args.param or ())), state=state,
+            executor=args.executor,
             max_workers=args.workers, fail_fast=args.fail_fast,
             hooks=[PartitionPrinter(sys.stdout)],
         )

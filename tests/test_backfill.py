@@ -261,11 +261,11 @@ def test_a_param_no_task_takes_fails_before_any_run() -> None:
          [{"day": "2026-11-01"}, {"day": "2026-11-02"}, {"day": "2026-11-03"}]),
         (["day=2026-02-27..2026-03-01"],  # across a month end
          [{"day": "2026-02-27"}, {"day": "2026-02-28"}, {"day": "2026-03-01"}]),
-        (["n=1..3"], [{"n": 1}, {"n": 2}, {"n": 3}]),
-        (["n=-1..1"], [{"n": -1}, {"n": 0}, {"n": 1}]),
+        (["n=1..3"], [{"n": "1"}, {"n": "2"}, {"n": "3"}]),
+        (["n=-1..1"], [{"n": "-1"}, {"n": "0"}, {"n": "1"}]),
         (["region=eu,us"], [{"region": "eu"}, {"region": "us"}]),
-        (["limit=5"], [{"limit": 5}]),
-        (["flag=true,false"], [{"flag": True}, {"flag": False}]),
+        (["limit=5"], [{"limit": "5"}]),
+        (["flag=true,false"], [{"flag": "true"}, {"flag": "false"}]),
         (["day=2026-11-01"], [{"day": "2026-11-01"}]),
         (["day=2026-11-01..2026-11-02", "region=eu,us"],
          [{"day": "2026-11-01", "region": "eu"}, {"day": "2026-11-01", "region": "us"},
@@ -473,3 +473,27 @@ def test_cli_backfill_again_skips_what_is_done(
     assert "skipped" in out.splitlines()[2] and "done in run" in out.splitlines()[2]
     assert main([*argv, "--force"]) == 0
     assert capsys.readouterr()[0].splitlines()[-1].endswith("2 success")
+
+
+def test_cli_backfill_types_values_by_annotation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "typed.py"
+    path.write_text(textwrap.dedent("""
+        import datetime as dt
+        from flowkit import task
+
+        @task
+        def shard(day: dt.date, n: int) -> str:
+            assert isinstance(day, dt.date) and isinstance(n, int)
+            return (day + dt.timedelta(days=n)).isoformat()
+    """), encoding="utf-8")
+    argv = ["backfill", str(path), "--param", "day=2026-11-30..2026-12-01", "--param", "n=0..1",
+            "--state", str(tmp_path / "s.db")]
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr()[0]
+    assert "day=2026-12-01 n=1  success" in out and out.splitlines()[-1].endswith("4 success")
+    assert main([*argv[:-2], "--param", "x=1", "--state", str(tmp_path / "s.db")]) == 2
+    assert main(["backfill", str(path), "--param", "day=2026-11-30", "--param", "n=a,b",
+                 "--state", str(tmp_path / "s.db")]) == 2
+    assert "does not fit task 'shard'" in capsys.readouterr().err
