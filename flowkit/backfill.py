@@ -34,7 +34,7 @@ from flowkit.results import RunResult
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.dag import DAG
-    from flowkit.scheduler import StateProtocol
+    from flowkit.run_options import StateProtocol
 
 __all__ = [
     "MAX_PARTITIONS",

@@ -208,8 +208,8 @@ class DAG:
             targets: run only these tasks (names or Task objects) and what they
                 depend on.
             state: a state manager for this run instead of the DAG's own.
-            resume: restore tasks that succeeded in this DAG's latest run in
-                ``state`` and run the rest.
+            resume: restore tasks that succeeded in this DAG's latest run with the
+                same ``params`` in ``state`` and run the rest.
             hooks: objects with lifecycle methods (see ``flowkit.hooks``).
             params: run parameters: a task gets ``params[name]`` by keyword for each
                 parameter ``name`` of its function that no upstream task feeds.
@@ -294,7 +294,7 @@ class DAG:
         executor: str | cf.Executor = "thread",
         max_workers: int | None = None,
         fail_fast: bool = True,
-        targets: Sequence[str] | str | None = None,
+        targets: Targets = None,
         force: bool = False,
         hooks: Sequence[object] = (),
     ) -> BackfillResult:

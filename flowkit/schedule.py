@@ -45,7 +45,7 @@ from flowkit.graph import SCHEDULE_PARAMS
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.dag import DAG
-    from flowkit.scheduler import StateProtocol
+    from flowkit.run_options import StateProtocol
 
 __all__ = [
     "Every",
