@@ -9,7 +9,7 @@ backend; workers only call functions (see ``flowkit.worker``).
 
 Three rules keep it readable:
 
-- every status change goes through :meth:`Scheduler._move`, which records it,
+- every status change goes through one function (``flowkit.transitions``), which records it,
   tells the hooks and releases the downstream tasks it unblocks;
 - every deadline and retry wait is kept on one clock, the run's (``clock=``);
 - the scheduler knows backends only through their contract (``flowkit.backends.base``),
@@ -25,32 +25,35 @@ import heapq
 import itertools
 import random as _random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from flowkit.backends.base import Backend, Call, timeout_error
 from flowkit.context import RunContext, TaskContext
-from flowkit.exceptions import FlowkitError, TaskExecutionError
+from flowkit.exceptions import FlowkitError
 from flowkit.graph import Graph
 from flowkit.hooks import HookDispatcher
 from flowkit.outcome import SKIPPED, Attempt, Status, TaskState
-from flowkit.ready import ReadyQueue
 from flowkit.results import RunResult
 from flowkit.retry import backoff_delay
 from flowkit.run_options import RunOptions
+from flowkit.transitions import (
+    _BROKEN,
+    _CACHED,
+    _CANCELLED,
+    _FAILED,
+    _PENDING,
+    _RUNNING,
+    _SKIPPED,
+    _SUCCESS,
+    _UPSTREAM_FAILED,
+    StateMachine,
+    root_cause,
+)
 
 __all__ = ["RunCancelled", "Scheduler"]
 
-_SUCCESS, _CACHED, _SKIPPED = Status.SUCCESS, Status.CACHED, Status.SKIPPED
-_PENDING, _RUNNING, _FAILED = Status.PENDING, Status.RUNNING, Status.FAILED
-_UPSTREAM_FAILED, _CANCELLED = Status.UPSTREAM_FAILED, Status.CANCELLED
-_BROKEN = (_FAILED, _UPSTREAM_FAILED, _CANCELLED)
-# The hook event of each status change (PENDING again: a retry is coming).
-_EVENTS = {
-    "running": "on_task_start", "pending": "on_task_retry", "success": "on_task_success",
-    "cached": "on_task_cached", "failed": "on_task_failure", "skipped": "on_task_skip",
-    "upstream_failed": "on_task_skip", "cancelled": "on_task_skip",
-}
+_new = tuple.__new__  # a C-level Attempt(...) for the hot path
 _NO_KWARGS: Mapping[str, Any] = {}  # shared and never mutated (picklable, unlike a proxy)
 
 
@@ -58,7 +61,7 @@ class RunCancelled(Exception):
     """The run was stopped from outside (``arun`` cancelled); handled like Ctrl-C."""
 
 
-class Scheduler:
+class Scheduler(StateMachine):
     """One run of a graph on a backend. Use once: ``Scheduler(...).run()``.
 
     ``options`` must have their clock filled in (:meth:`RunOptions.timed`); the
@@ -71,29 +74,20 @@ class Scheduler:
         options: RunOptions, *, keyword_inputs: Mapping[int, Mapping[str, Any]] | None = None,
         planning: bool = False,
     ):
-        self.graph, self.backend, self.ctx, self.hooks = graph, backend, ctx, hooks
-        self.options = options
-        self.state = options.state
+        super().__init__(graph, ctx, hooks, fail_fast=options.fail_fast)
+        self.backend, self.options, self.state = backend, options, options.state
         self.planning = planning
         self.keyword_inputs: dict[int, Mapping[str, Any]] = dict(keyword_inputs or {})
         self.random = (options.rng or _random.Random()).random
         assert options.clock is not None and options.sleep is not None, "use RunOptions.timed()"
         self.clock, self.sleep = options.clock, options.sleep
-        self.states = [TaskState(t) for t in graph.tasks]
-        self.waiting = [len(u) for u in graph.up]
-        self.ready = ReadyQueue(graph, [i for i, n in enumerate(self.waiting) if n == 0])
         self.outbox: list[Call] = []  # calls to submit before the next wait
-        self.unfinished = len(graph)
         self.retry_timers: list[tuple[float, int, int]] = []  # (due, seq, task)
         self.deadlines: list[tuple[float, int, Call]] = []  # (due, seq, call)
         self.seq = itertools.count()
-        self.stopping = self.cancelled = False
-        self.first_failure: int | None = None
+        self.cancelled = False
         self.restored: Mapping[str, tuple[Status, Any]] = {}
-        # Mapped tasks add item nodes at run time: give them their own edge list.
-        self.down: list[Sequence[int]] = list(graph.down) if graph.has_map else graph.down
         self.expanded: dict[int, range] = {}  # map node -> indices of its items
-        self.events = {value: getattr(hooks, name) for value, name in _EVENTS.items()}
 
     # --- the loop --------------------------------------------------------
 
@@ -142,7 +136,7 @@ class Scheduler:
         """Fire due timers, else wait for ended calls (or sleep until the next timer)."""
         if self.cancelled:
             raise RunCancelled("the run was cancelled")
-        wait = self._fire_timers()
+        wait = self._fire_timers() if self.retry_timers or self.deadlines else None
         if self.ready or self.outbox or not self.unfinished:
             return
         if not self.ctx.running:
@@ -208,7 +202,7 @@ class Scheduler:
         inputs, verdict, blame = self._trigger(i)
         if verdict is not None and blame is not None:
             why = "was skipped" if verdict is _SKIPPED else f"is {blame.status.name}"
-            self._not_run(i, verdict, _root_cause(blame), f"upstream task {blame.name!r} {why}")
+            self._not_run(i, verdict, root_cause(blame), f"upstream task {blame.name!r} {why}")
         elif task.is_map and not self.planning:
             self._expand(i, inputs)
         else:
@@ -287,7 +281,7 @@ class Scheduler:
         source_state = self.states[self.graph.up[i][0]]
         source, *extra = inputs
         if source is SKIPPED:  # under none_failed / all_done: nothing to map over
-            self._not_run(i, _SKIPPED, _root_cause(source_state),
+            self._not_run(i, _SKIPPED, root_cause(source_state),
                           f"upstream task {source_state.name!r} produced nothing to map over")
             return
         items = self._items_of(i, source, source_state.name)
@@ -344,7 +338,7 @@ class Scheduler:
         items = [self.states[j] for j in self.expanded.pop(i, range(0))]
         broken = next((s for s in items if s.status in _BROKEN), None)
         if broken is not None:
-            self._not_run(i, _UPSTREAM_FAILED, _root_cause(broken),
+            self._not_run(i, _UPSTREAM_FAILED, root_cause(broken),
                           f"its item {broken.name!r} is {broken.status.name}")
             return
         state = self.states[i]
@@ -364,8 +358,8 @@ class Scheduler:
         if isinstance(error, KeyboardInterrupt):
             raise error  # the worker's policy: Ctrl-C in a task stops the run
         self.ctx.running -= 1
-        state.add_attempt(Attempt(call.attempt, outcome.started, outcome.ended, outcome.worker,
-                                  error))
+        state.add_attempt(_new(Attempt, (call.attempt, outcome.started, outcome.ended,
+                                         outcome.worker, error)))
         state.duration += outcome.ended - outcome.started
         if outcome.ok:
             state.value, state.error = outcome.value, None
@@ -415,79 +409,10 @@ class Scheduler:
         state.value, state.reason = value, "restored from a previous run (resume)"
         self._move(i, _CACHED)
 
-    def _not_run(self, i: int, status: Status, cause: str | None, reason: str) -> None:
-        state = self.states[i]
-        state.cause, state.reason = cause, reason
-        self._move(i, status)
-
-    # --- the state machine -----------------------------------------------------
-
-    def _move(self, i: int, status: Status, *extra: Any) -> None:
-        """The one place a task's status changes: record it, tell the hooks, and,
-        for a final status, count it and release the downstream tasks it unblocks."""
-        state = self.states[i]
-        state.status = status
-        event = self.events[status._value_]
-        if status is _RUNNING or status is _PENDING:
-            if event:
-                self.hooks.emit(event, self.ctx, state, *extra)
-            return
-        self.unfinished -= 1
-        self.ctx.done += 1
-        if status is _FAILED:
-            self.ctx.failed += 1
-            if self.first_failure is None:
-                self.first_failure = i
-        elif status is not _SUCCESS and status is not _CACHED:
-            state.value = None
-        if event:
-            self.hooks.emit(event, self.ctx, state)
-        waiting, push = self.waiting, self.ready.push
-        for d in self.down[i]:
-            waiting[d] -= 1
-            if not waiting[d]:
-                push(d)
-        if status is _FAILED and self.options.fail_fast and not self.stopping:
-            self._stop(i)
-
-    # --- stopping ------------------------------------------------------------
-
-    def _stop(self, failed: int) -> None:
-        """Fail fast: start nothing new; settle every task that has not started."""
-        self.stopping = True
-        name = self.states[failed].name
-        self._cancel_queued(f"cancelled after {name!r} failed (fail_fast)", name)
-        dependants = set()  # UPSTREAM_FAILED; every other task not started: CANCELLED
-        frontier = list(self.down[failed])
-        while frontier:
-            d = frontier.pop()
-            if d not in dependants:
-                dependants.add(d)
-                frontier.extend(self.down[d])
-        for j, state in enumerate(self.states):
-            if state.status is not _PENDING:
-                continue
-            if j in dependants:
-                self._not_run(j, _UPSTREAM_FAILED, name, f"upstream task {name!r} failed")
-            else:
-                self._not_run(j, _CANCELLED, name,
-                              f"not started: {name!r} failed and fail_fast is on")
+    def _cancel_waiting(self, reason: str, cause: str | None, *, interrupt: bool) -> None:
         self.retry_timers.clear()
-
-    def _interrupt(self, reason: str) -> None:
-        """Ctrl-C: cancel what is queued, abandon what runs, settle the rest."""
-        self.stopping = True
-        self._cancel_queued(reason, None)
-        for j, state in enumerate(self.states):
-            if state.status is _RUNNING:
-                self.ctx.running -= 1
-                self._not_run(j, _CANCELLED, None, reason)
-            elif state.status is _PENDING:
-                self._not_run(j, _CANCELLED, None, reason)
-        self.retry_timers.clear()
-        self.deadlines.clear()
-
-    def _cancel_queued(self, reason: str, cause: str | None) -> None:
+        if interrupt:
+            self.deadlines.clear()
         queued, self.outbox = self.outbox + self.backend.cancel_pending(), []
         for call in queued:
             state = self.states[call.index]
@@ -495,40 +420,3 @@ class Scheduler:
                 state.attempts -= 1  # it never started
                 self.ctx.running -= 1
                 self._not_run(call.index, _CANCELLED, cause, reason)
-
-    # --- the end ---------------------------------------------------------------
-
-    def _result(self, interrupted: bool) -> RunResult:
-        return RunResult(
-            states={s.name: s for s in self.states},
-            run_id=self.ctx.run_id,
-            dag_name=self.ctx.dag_name,
-            started_at=self.ctx.started_at,
-            duration=self.ctx.elapsed,
-            graph=lambda: self.graph.upstream_names,
-            interrupted=interrupted,
-        )
-
-    def _raise_for_failure(self, result: RunResult) -> None:
-        if self.first_failure is None:
-            return
-        state = self.states[self.first_failure]
-        error = state.error
-        others = len(result.failed) - 1
-        also = f"; {others} other task(s) failed too" if others > 0 else ""
-        how = f"after {state.attempts} attempt(s)" if state.attempts else "before it ran"
-        raise TaskExecutionError(
-            f"task {state.name!r} failed {how}: {type(error).__name__}: "
-            f"{str(error).rstrip('.')}{also}. "
-            "The original error is chained below; every task's outcome is in .result.states.",
-            task_name=state.name,
-            attempts=state.attempts,
-            result=result,
-        ) from error
-
-
-def _root_cause(state: TaskState) -> str:
-    """The task at the root of ``state``'s status: itself, or what it recorded."""
-    if state.status is _FAILED:
-        return state.name
-    return state.cause or state.name

@@ -36,6 +36,8 @@ __all__ = ["Pickled", "acall", "call", "call_remote"]
 
 _now = time.time
 _thread = threading.current_thread
+# Outcome(...) runs a Python-level __new__; this C-level one keeps the hot path lean.
+_new = tuple.__new__
 
 # Results that cost nothing to ship and whose size needs no pickling to know.
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
@@ -88,10 +90,10 @@ def call(
     try:
         value = fn(*args, **kwargs)
     except BaseException as exc:  # the policy above: every way out is an outcome
-        return Outcome(False, None, exc, started, _now(), _thread().name)
+        return _new(Outcome, (False, None, exc, started, _now(), _thread().name))
     finally:
         current_task.reset(token)
-    return Outcome(True, value, None, started, _now(), _thread().name)
+    return _new(Outcome, (True, value, None, started, _now(), _thread().name))
 
 
 async def acall(

@@ -1,0 +1,162 @@
+"""The state machine of a run: every status change, in one place.
+
+:meth:`StateMachine._move` is the only code that sets a task's status. For a
+final status it also counts the task as finished, tells the hooks (the state
+manager and the logs are hooks too, so this is where a change is recorded),
+and releases the downstream tasks it unblocks into the ready queue. Fail-fast
+and Ctrl-C settle the tasks that will never start through it too.
+
+:class:`~flowkit.scheduler.Scheduler` builds on it: it decides *what* happens
+to a task (run, retry, skip, time out); this module decides nothing, it
+records and propagates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from flowkit.context import RunContext
+from flowkit.exceptions import TaskExecutionError
+from flowkit.graph import Graph
+from flowkit.hooks import HookDispatcher
+from flowkit.outcome import Status, TaskState
+from flowkit.ready import ReadyQueue
+from flowkit.results import RunResult
+
+__all__ = ["StateMachine", "root_cause"]
+
+_SUCCESS, _CACHED, _SKIPPED = Status.SUCCESS, Status.CACHED, Status.SKIPPED
+_PENDING, _RUNNING, _FAILED = Status.PENDING, Status.RUNNING, Status.FAILED
+_UPSTREAM_FAILED, _CANCELLED = Status.UPSTREAM_FAILED, Status.CANCELLED
+_BROKEN = (_FAILED, _UPSTREAM_FAILED, _CANCELLED)
+# The hook event of each status change (PENDING again: a retry is coming).
+_EVENTS = {
+    "running": "on_task_start", "pending": "on_task_retry", "success": "on_task_success",
+    "cached": "on_task_cached", "failed": "on_task_failure", "skipped": "on_task_skip",
+    "upstream_failed": "on_task_skip", "cancelled": "on_task_skip",
+}
+
+
+class StateMachine:
+    """The statuses of one run's tasks, and what each change sets off."""
+
+    def __init__(self, graph: Graph, ctx: RunContext, hooks: HookDispatcher, *, fail_fast: bool):
+        self.graph, self.ctx, self.hooks, self.fail_fast = graph, ctx, hooks, fail_fast
+        self.states = [TaskState(t) for t in graph.tasks]
+        self.waiting = [len(u) for u in graph.up]
+        self.ready = ReadyQueue(graph, [i for i, n in enumerate(self.waiting) if n == 0])
+        self.unfinished = len(graph)
+        self.stopping = False
+        self.first_failure: int | None = None
+        # Mapped tasks add item nodes at run time: give them their own edge list.
+        self.down: list[Sequence[int]] = list(graph.down) if graph.has_map else graph.down
+        self.events = {value: getattr(hooks, name) for value, name in _EVENTS.items()}
+
+    def _move(self, i: int, status: Status, *extra: Any) -> None:
+        """The one place a task's status changes: record it, tell the hooks, and,
+        for a final status, count it and release the downstream tasks it unblocks."""
+        state = self.states[i]
+        state.status = status
+        event = self.events[status._value_]
+        if status is _RUNNING or status is _PENDING:
+            if event:
+                self.hooks.emit(event, self.ctx, state, *extra)
+            return
+        self.unfinished -= 1
+        self.ctx.done += 1
+        if status is _FAILED:
+            self.ctx.failed += 1
+            if self.first_failure is None:
+                self.first_failure = i
+        elif status is not _SUCCESS and status is not _CACHED:
+            state.value = None
+        if event:
+            self.hooks.emit(event, self.ctx, state)
+        waiting, push = self.waiting, self.ready.push
+        for d in self.down[i]:
+            waiting[d] -= 1
+            if not waiting[d]:
+                push(d)
+        if status is _FAILED and self.fail_fast and not self.stopping:
+            self._stop(i)
+
+    def _not_run(self, i: int, status: Status, cause: str | None, reason: str) -> None:
+        state = self.states[i]
+        state.cause, state.reason = cause, reason
+        self._move(i, status)
+
+    # --- stopping ------------------------------------------------------------
+
+    def _stop(self, failed: int) -> None:
+        """Fail fast: start nothing new; settle every task that has not started."""
+        self.stopping = True
+        name = self.states[failed].name
+        self._cancel_waiting(f"cancelled after {name!r} failed (fail_fast)", name, interrupt=False)
+        dependants = set()  # UPSTREAM_FAILED; every other task not started: CANCELLED
+        frontier = list(self.down[failed])
+        while frontier:
+            d = frontier.pop()
+            if d not in dependants:
+                dependants.add(d)
+                frontier.extend(self.down[d])
+        for j, state in enumerate(self.states):
+            if state.status is not _PENDING:
+                continue
+            if j in dependants:
+                self._not_run(j, _UPSTREAM_FAILED, name, f"upstream task {name!r} failed")
+            else:
+                self._not_run(j, _CANCELLED, name,
+                              f"not started: {name!r} failed and fail_fast is on")
+
+    def _interrupt(self, reason: str) -> None:
+        """Ctrl-C: cancel what is queued, abandon what runs, settle the rest."""
+        self.stopping = True
+        self._cancel_waiting(reason, None, interrupt=True)
+        for j, state in enumerate(self.states):
+            if state.status is _RUNNING:
+                self.ctx.running -= 1
+                self._not_run(j, _CANCELLED, None, reason)
+            elif state.status is _PENDING:
+                self._not_run(j, _CANCELLED, None, reason)
+
+    def _cancel_waiting(self, reason: str, cause: str | None, *, interrupt: bool) -> None:
+        """Cancel retry waits and submitted attempts that have not started (and,
+        on ``interrupt``, the deadlines of running ones): the run loop knows how."""
+
+    # --- the end ---------------------------------------------------------------
+
+    def _result(self, interrupted: bool) -> RunResult:
+        return RunResult(
+            states={s.name: s for s in self.states},
+            run_id=self.ctx.run_id,
+            dag_name=self.ctx.dag_name,
+            started_at=self.ctx.started_at,
+            duration=self.ctx.elapsed,
+            graph=lambda: self.graph.upstream_names,
+            interrupted=interrupted,
+        )
+
+    def _raise_for_failure(self, result: RunResult) -> None:
+        if self.first_failure is None:
+            return
+        state = self.states[self.first_failure]
+        error = state.error
+        others = len(result.failed) - 1
+        also = f"; {others} other task(s) failed too" if others > 0 else ""
+        how = f"after {state.attempts} attempt(s)" if state.attempts else "before it ran"
+        raise TaskExecutionError(
+            f"task {state.name!r} failed {how}: {type(error).__name__}: "
+            f"{str(error).rstrip('.')}{also}. "
+            "The original error is chained below; every task's outcome is in .result.states.",
+            task_name=state.name,
+            attempts=state.attempts,
+            result=result,
+        ) from error
+
+
+def root_cause(state: TaskState) -> str:
+    """The task at the root of ``state``'s status: itself, or what it recorded."""
+    if state.status is _FAILED:
+        return state.name
+    return state.cause or state.name
