@@ -664,16 +664,22 @@ def _finish(result: RunResult, args: argparse.Namespace, targets: list[str] | No
                 from exc
         print(f"\nreport: {args.report}", file=out)
     out.flush()
-    for state in result.failed:
+    failed = result.failed
+    for state in failed[:_FAILURES_SHOWN]:
         if args.debug and state.error is not None:
             sys.stderr.write(_traceback_text(state.error))
         how = f"after {state.attempts} attempt(s)" if state.attempts else "before it ran"
         error = f"{type(state.error).__name__}: {state.error}" if state.error else state.reason
         print(f"flowkit: task {state.name!r} failed {how}: {error}", file=sys.stderr)
+    if len(failed) > _FAILURES_SHOWN:
+        print(f"flowkit: … and {len(failed) - _FAILURES_SHOWN:,} more failed task(s): "
+              "run.failed in Python lists every one", file=sys.stderr)
     if result.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_FAILED
 
+
+_FAILURES_SHOWN = 10  # failure lines on stderr; a map of 100,000 items can fail them all
 
 _repr = reprlib.Repr()
 _repr.maxstring = 100

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, final
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.task import Task
 
-__all__ = ["SKIPPED", "Attempt", "Outcome", "Status", "TaskState"]
+__all__ = ["SKIPPED", "Attempt", "Outcome", "Status", "TaskState", "item_of"]
 
 
 class Status(enum.Enum):
@@ -73,6 +73,15 @@ class _SkippedType:
 SKIPPED: Final = _SkippedType()
 """Passed (under the ``none_failed`` and ``all_done`` trigger rules) in place of the
 value of an upstream task that was skipped or did not produce one. It is falsy."""
+
+
+def item_of(name: str) -> tuple[str, int] | None:
+    """``("work", 3)`` for the name of a mapped task's item ``"work[3]"``, else ``None``."""
+    if name.endswith("]"):
+        head, bracket, index = name[:-1].rpartition("[")
+        if bracket and head and index.isdigit():
+            return head, int(index)
+    return None
 
 
 class Outcome(NamedTuple):

@@ -20,8 +20,10 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TextIO
+
+from flowkit.outcome import item_of
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.context import RunContext
@@ -149,12 +151,12 @@ class ProgressBar:
         filled = cells * done // total if total else cells
         parts = [
             f"{run.dag_name} [{'#' * filled}{'-' * (cells - filled)}] "
-            f"{done}/{total} {run.percent:3.0f}%"
+            f"{done:,}/{total:,} {run.percent:3.0f}%"
         ]
         if run.failed:
-            parts.append(f"{run.failed} failed")
+            parts.append(f"{run.failed:,} failed")
         if self._running:
-            names = list(self._running)
+            names = _folded(self._running)
             shown = ", ".join(names[:3])
             more = f" +{len(names) - 3}" if len(names) > 3 else ""
             parts.append(f"running: {shown}{more}")
@@ -230,6 +232,18 @@ class _BarSafeStream:
 
     def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding …
         return getattr(self._stream, name)
+
+
+def _folded(running: Iterable[str]) -> list[str]:
+    """Running task names, the items of one mapped task folded: ``["work (12 items)", "load"]``."""
+    groups: dict[tuple[str, bool], list[str]] = {}
+    for name in running:
+        item = item_of(name)
+        groups.setdefault((item[0], True) if item else (name, False), []).append(name)
+    return [
+        names[0] if len(names) == 1 else f"{key} ({len(names):,} items)"
+        for (key, _), names in groups.items()
+    ]
 
 
 def _isatty(stream: TextIO) -> bool:

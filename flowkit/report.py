@@ -15,19 +15,27 @@ import math
 import re
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from flowkit.outcome import Attempt, Status, TaskState
 from flowkit.render import LEGEND, STYLES, style_key
+from flowkit.results import cause_text
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.results import RunResult
 
-__all__ = ["GRAPH_LIMIT", "render_html"]
+__all__ = ["ERRORS_SHOWN", "FOLD_ITEMS", "GRAPH_LIMIT", "render_html"]
 
 GRAPH_LIMIT = 300
 """Above this many tasks the report leaves out the graph picture (the rest stays)."""
+
+ERRORS_SHOWN = 20
+"""The report shows the tracebacks of this many failed tasks, then counts the rest."""
+
+FOLD_ITEMS = 20
+"""A mapped task with more items than this draws one timeline bar per worker, not per item."""
 
 _esc = html.escape
 
@@ -79,9 +87,17 @@ def _header(result: RunResult) -> str:
         f'<span class="badge" style="background:{style.fill};color:{style.text};'
         f'border-color:{style.stroke}">{verdict}</span></h1>'
         f'<p class="meta">run <code>{_esc(result.run_id)}</code> · started {started} · '
-        f"{_seconds(result.duration)} · {len(result.states)} tasks"
+        f"{_seconds(result.duration)} · {_size(result)}"
         f"{' (' + _esc(counts) + ')' if counts else ''}</p></header>"
     )
+
+
+def _size(result: RunResult) -> str:
+    """``"3 tasks"``, or ``"3 tasks and 14,523 mapped items"``."""
+    items = sum(len(result.map_items(row.name)) for row in result.summary_rows()
+                if not row.item)
+    tasks = len(result.states) - items
+    return f"{tasks:,} tasks" + (f" and {items:,} mapped items" if items else "")
 
 
 def _legend() -> str:
@@ -100,14 +116,16 @@ _LABEL_W, _PLOT_W, _LANE_H, _BAR_H, _AXIS_H = 170, 900, 26, 18, 26
 
 
 def _timeline(result: RunResult) -> str:
-    attempts = [(state, a) for state in result.states.values() for a in state.history]
-    if not attempts:
+    attempts, folds = _bars(result)
+    if not attempts and not folds:
         return '<p class="note">No task ran an attempt in this run (everything was cached, ' \
             "skipped or cancelled).</p>"
-    lanes = sorted({a.worker for _, a in attempts}, key=_natural)
+    lanes = sorted({a.worker for _, a in attempts} | {f.worker for f in folds}, key=_natural)
     lane_of = {worker: i for i, worker in enumerate(lanes)}
-    start = min(result.started_at, *(a.started_at for _, a in attempts))
-    end = max(result.started_at + result.duration, *(a.finished_at for _, a in attempts))
+    start = min([result.started_at, *(a.started_at for _, a in attempts),
+                 *(f.started for f in folds)])
+    end = max([result.started_at + result.duration, *(a.finished_at for _, a in attempts),
+               *(f.finished for f in folds)])
     span = max(end - start, 1e-6)
     width = _LABEL_W + _PLOT_W + 20
     height = _AXIS_H + _LANE_H * len(lanes) + 4
@@ -152,8 +170,62 @@ def _timeline(result: RunResult) -> str:
                 f'<text class="bar-label" x="{bx + 4:.1f}" y="{by + _BAR_H / 2 + 4:.1f}" '
                 f'fill="{style.text}">{_esc(_clip(state.name, chars))}</text>'
             )
+    for fold in folds:
+        style = STYLES[fold.key]
+        bx = x(fold.started)
+        bw = max(2.0, x(fold.finished) - bx)
+        by = _AXIS_H + lane_of[fold.worker] * _LANE_H + (_LANE_H - _BAR_H) / 2
+        label = f"{fold.name} ({fold.attempts:,} items)"
+        out.append(
+            f'<rect class="bar fold {fold.key}" x="{bx:.1f}" y="{by:.1f}" width="{bw:.1f}" '
+            f'height="{_BAR_H}" rx="3" fill="{style.fill}" stroke="{style.stroke}">'
+            f"<title>{_esc(fold.tip)}</title></rect>"
+        )
+        chars = int((bw - 6) / 6.6)
+        if chars >= 3:
+            out.append(
+                f'<text class="bar-label" x="{bx + 4:.1f}" y="{by + _BAR_H / 2 + 4:.1f}" '
+                f'fill="{style.text}">{_esc(_clip(label, chars))}</text>'
+            )
     out.append("</svg>")
     return '<div class="scroll">' + "".join(out) + "</div>"
+
+
+class _Fold(NamedTuple):
+    """The attempts of a big map's items on one worker, drawn as one bar."""
+
+    name: str
+    worker: str
+    started: float
+    finished: float
+    attempts: int
+    key: str
+    tip: str
+
+
+def _bars(result: RunResult) -> tuple[list[tuple[TaskState, Attempt]], list[_Fold]]:
+    """Attempts drawn one bar each, and folds: one bar per worker for each big map."""
+    big = {row.name: result.map_items(row.name) for row in result.summary_rows()
+           if not row.item and len(result.map_items(row.name)) > FOLD_ITEMS}
+    folded = {id(s) for items in big.values() for s in items}
+    attempts = [(state, a) for state in result.states.values() if id(state) not in folded
+                for a in state.history]
+    folds = []
+    for name, items in big.items():
+        lanes: dict[str, list[tuple[TaskState, Attempt]]] = {}
+        for state in items:
+            for attempt in state.history:
+                lanes.setdefault(attempt.worker, []).append((state, attempt))
+        for worker, runs in lanes.items():
+            keys = Counter(_attempt_key(state, attempt) for state, attempt in runs)
+            key = next(k for k in ("failed", "retried", "success") if keys[k])
+            counted = ", ".join(f"{n:,} {STYLES[k].label.lower()}" for k, n in keys.items())
+            folds.append(_Fold(
+                name, worker, min(a.started_at for _, a in runs),
+                max(a.finished_at for _, a in runs), len(runs), key,
+                f"{name}: {len(runs):,} item attempts on {worker} ({counted})",
+            ))
+    return attempts, folds
 
 
 def _attempt_key(state: TaskState, attempt: Attempt) -> str:
@@ -195,16 +267,20 @@ def _tick_text(offset: float, span: float) -> str:
 
 def _table(result: RunResult) -> str:
     rows = []
-    for state in result.states.values():
-        style = STYLES[style_key(state.status)]
+    for row in result.summary_rows():  # a mapped task's items folded into its row
+        item = ' class="item"' if row.item else ""
+        if row.status is None:  # "… and N more failed"
+            rows.append(f'<tr{item}><td colspan="5">{_esc(row.name)}</td></tr>')
+            continue
+        style = STYLES[style_key(row.status)]
         rows.append(
-            "<tr>"
-            f"<td>{_esc(state.name)}</td>"
+            f"<tr{item}>"
+            f"<td>{_esc(row.name)}</td>"
             f'<td><span class="status" style="background:{style.fill};color:{style.text};'
-            f'border-color:{style.stroke}">{_esc(state.status.value.replace("_", " "))}</span></td>'
-            f'<td class="num">{state.attempts}</td>'
-            f'<td class="num">{_seconds(state.duration)}</td>'
-            f"<td>{_esc(_cause(state))}</td>"
+            f'border-color:{style.stroke}">{_esc(row.status.value.replace("_", " "))}</span></td>'
+            f'<td class="num">{row.attempts:,}</td>'
+            f'<td class="num">{_seconds(row.duration)}</td>'
+            f"<td>{_esc(_clip(row.cause, 200))}</td>"
             "</tr>"
         )
     return (
@@ -213,16 +289,6 @@ def _table(result: RunResult) -> str:
         + "".join(rows)
         + "</tbody></table>"
     )
-
-
-def _cause(state: TaskState) -> str:
-    """Why a task ended as it did, in a few words (empty for a plain success)."""
-    if state.status is Status.FAILED and state.error is not None:
-        return f"{type(state.error).__name__}: {_clip(str(state.error), 200)}"
-    text = state.reason or ""
-    if state.cause and state.cause != state.name and state.cause not in text:
-        text = f"{state.cause}: {text}" if text else state.cause
-    return text
 
 
 # --- graph -------------------------------------------------------------------------
@@ -259,7 +325,7 @@ def _graph(result: RunResult) -> str:
         bx, by = layout.box[name]
         tip = name
         if state is not None:
-            cause = _cause(state)
+            cause = cause_text(state)
             tip += f": {style.label}, {state.attempts} attempt(s), {_seconds(state.duration)}"
             tip += f"\n{cause}" if cause else ""
         out.append(
@@ -403,13 +469,16 @@ def _errors(result: RunResult) -> str:
     if not failed:
         return ""
     items = []
-    for state in failed:
+    for state in failed[:ERRORS_SHOWN]:
         assert state.error is not None
         text = "".join(traceback.format_exception(state.error))
         items.append(
             f"<details><summary>{_esc(state.name)} — {_esc(type(state.error).__name__)}: "
             f"{_esc(_clip(str(state.error), 200))}</summary><pre>{_esc(text)}</pre></details>"
         )
+    if len(failed) > ERRORS_SHOWN:
+        items.append(f'<p class="note">… and {len(failed) - ERRORS_SHOWN:,} more failed '
+                     "task(s), not shown: the table above counts them.</p>")
     return '<h2>Errors</h2><div class="errors">' + "".join(items) + "</div>"
 
 
@@ -465,6 +534,7 @@ table.summary { border-collapse: collapse; min-width: 60%; }
 .summary th, .summary td { text-align: left; padding: 4px 12px 4px 0; vertical-align: top;
                            border-bottom: 1px solid #eef0f2; }
 .summary th { color: #52606d; font-weight: 600; }
+.summary tr.item td:first-child { padding-left: 18px; color: #52606d; }
 .summary td.num { text-align: right; padding-right: 20px; font-variant-numeric: tabular-nums; }
 .note { color: #52606d; font-style: italic; }
 details { margin: 6px 0; }

@@ -11,11 +11,34 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
-from flowkit.outcome import Status, TaskState
+from flowkit.outcome import Status, TaskState, item_of
 
-__all__ = ["RunResult"]
+__all__ = ["LISTED_ITEMS", "RunResult", "SummaryRow", "cause_text"]
+
+LISTED_ITEMS = 5
+"""How many failed items of one mapped task the summary lists by name."""
+
+
+class SummaryRow(NamedTuple):
+    """One row of :meth:`RunResult.summary_rows`.
+
+    Attributes:
+        name: the task's name (an item's, for a failed item listed under its map node).
+        status: its status; ``None`` on the row saying how many more items failed.
+        attempts: attempts made (for a map node: by all its items).
+        duration: seconds spent running (for a map node: by all its items).
+        cause: why it ended as it did (for a map node: its items counted by status).
+        item: True for a failed item listed under its map node.
+    """
+
+    name: str
+    status: Status | None
+    attempts: int
+    duration: float
+    cause: str
+    item: bool = False
 
 
 class RunResult(Mapping[str, Any]):
@@ -55,6 +78,7 @@ class RunResult(Mapping[str, Any]):
         self._values = {
             name: state.value for name, state in states.items() if state.status.produced_value
         }
+        self._items: dict[str, list[TaskState]] | None = None
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -103,33 +127,80 @@ class RunResult(Mapping[str, Any]):
         """States of the tasks that FAILED, in scheduling order."""
         return [s for s in self.states.values() if s.status is Status.FAILED]
 
+    def map_items(self, name: str) -> list[TaskState]:
+        """The states of mapped task ``name``'s items, in item order (``[]`` if it has none)."""
+        return list(self._item_groups().get(name, ()))
+
+    def _item_groups(self) -> dict[str, list[TaskState]]:
+        if self._items is None:  # made on first use, once
+            groups: dict[str, list[TaskState]] = {}
+            for name, state in self.states.items():
+                owner = item_of(name) if state.task.is_map else None
+                if owner is not None and owner[0] in self.states:
+                    groups.setdefault(owner[0], []).append(state)
+            for items in groups.values():
+                items.sort(key=lambda s: item_of(s.name) or ("", 0))
+            self._items = groups
+        return self._items
+
+    def summary_rows(self) -> list[SummaryRow]:
+        """The rows of :meth:`summary`: one per task, in scheduling order.
+
+        A mapped task's items are folded into its row — attempts and durations
+        summed, the cause counting its items by status — and only its FAILED
+        items follow it, at most :data:`LISTED_ITEMS`, then a row saying how
+        many more failed.
+        """
+        groups = self._item_groups()
+        folded = {id(s) for items in groups.values() for s in items}
+        rows = []
+        for name, state in self.states.items():
+            if id(state) in folded:
+                continue
+            items = groups.get(name)
+            if not items:
+                rows.append(SummaryRow(name, state.status, state.attempts, state.duration,
+                                       cause_text(state)))
+                continue
+            rows.append(SummaryRow(
+                name, state.status, sum(s.attempts for s in items),
+                sum(s.duration for s in items), _item_counts(items),
+            ))
+            failed = [s for s in items if s.status is Status.FAILED]
+            rows += [SummaryRow(s.name, s.status, s.attempts, s.duration, cause_text(s), item=True)
+                     for s in failed[:LISTED_ITEMS]]
+            if len(failed) > LISTED_ITEMS:
+                more = len(failed) - LISTED_ITEMS
+                rows.append(SummaryRow(f"… and {more:,} more failed", None, 0, 0.0, "", True))
+        return rows
+
     def summary(self) -> str:
-        """A plain-text table: task, status, attempts, duration, cause."""
+        """A plain-text table: task, status, attempts, duration, cause.
+
+        A mapped task takes one row however many items it has (see
+        :meth:`summary_rows`); the last line counts tasks, then items.
+        """
         rows = [("task", "status", "attempts", "duration", "cause")]
-        for state in self.states.values():
-            cause = state.cause if state.cause and state.cause != state.name else ""
-            if state.status is Status.FAILED and state.error is not None:
-                cause = f"{type(state.error).__name__}: {state.error}"
-            elif state.reason and not cause:
-                cause = state.reason
-            rows.append(
-                (
-                    state.name,
-                    state.status.name,
-                    str(state.attempts),
-                    f"{state.duration:.3f}s",
-                    _shorten(cause, 60),
-                )
-            )
+        for row in self.summary_rows():
+            indent = "  " if row.item else ""
+            if row.status is None:
+                rows.append((indent + row.name, "", "", "", ""))
+                continue
+            rows.append((indent + row.name, row.status.name, f"{row.attempts:,}",
+                         f"{row.duration:.3f}s", _shorten(row.cause, 60)))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                  for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        counts = ", ".join(f"{n} {status.value}" for status, n in sorted(
-            self.counts.items(), key=lambda item: item[0].name))
+        items = [s for group in self._item_groups().values() for s in group]
+        folded = {id(s) for s in items}
+        counts = _counted([s for s in self.states.values() if id(s) not in folded]) \
+            or "no tasks"
+        if items:
+            counts += f"; {_item_counts(items)}"
         verdict = "ok" if self.ok else ("interrupted" if self.interrupted else "FAILED")
         lines.append(f"run {self.run_id} of {self.dag_name!r}: {verdict} in "
-                     f"{self.duration:.3f}s ({counts or 'no tasks'})")
+                     f"{self.duration:.3f}s ({counts})")
         return "\n".join(lines)
 
     def to_html(self, path: str | os.PathLike[str] | None = None) -> str:
@@ -164,6 +235,29 @@ class RunResult(Mapping[str, Any]):
             f"RunResult(dag={self.dag_name!r}, run_id={self.run_id!r}, ok={self.ok}, "
             f"tasks={len(self.states)} [{counts}], duration={self.duration:.3f}s)"
         )
+
+
+def cause_text(state: TaskState) -> str:
+    """Why a task ended as it did, in a few words (empty for a plain success)."""
+    if state.status is Status.FAILED and state.error is not None:
+        return f"{type(state.error).__name__}: {state.error}"
+    cause = state.cause if state.cause and state.cause != state.name else ""
+    return cause or state.reason or ""
+
+
+def _counted(states: list[TaskState]) -> str:
+    """``"1 failed, 10 success"``: statuses by name, each with its count."""
+    counts = Counter(state.status for state in states)
+    return ", ".join(f"{n:,} {status.value}" for status, n in sorted(
+        counts.items(), key=lambda item: item[0].name))
+
+
+def _item_counts(items: list[TaskState]) -> str:
+    """``"14,523 items: 14,520 success, 3 failed"``."""
+    counts = Counter(state.status for state in items)
+    by_status = ", ".join(f"{counts[s]:,} {s.value}" for s in Status if counts[s])
+    return f"{len(items):,} item{'s' if len(items) != 1 else ''}" + \
+        (f": {by_status}" if by_status else "")
 
 
 def _shorten(text: str, width: int) -> str:

@@ -230,3 +230,124 @@ def test_only_plain_tasks_can_be_mapped() -> None:
     mapped = Task(square, name="square").map()
     with pytest.raises(flowkit.TaskDefinitionError):
         flowkit.MapTask(mapped)  # type: ignore[arg-type]
+
+
+# --- a big map in the output: folded into one row ------------------------------------
+
+
+def _big_map_run(count: int, bad: set[int]) -> flowkit.RunResult:
+    @task
+    def items() -> list[int]:
+        return list(range(count))
+
+    @task
+    def work(i: int) -> int:
+        if i in bad:
+            raise ValueError(f"bad item {i}")
+        return i
+
+    @task
+    def after() -> str:
+        return "independent"
+
+    node = items >> work.map()
+    with pytest.raises(TaskExecutionError) as caught:
+        DAG([node, after], name="big").run(executor="sync", fail_fast=False)
+    assert caught.value.result is not None
+    return caught.value.result
+
+
+def test_summary_folds_the_items_of_a_map_into_one_row() -> None:
+    run = _big_map_run(2_000, {5, 77, 900, 901, 902, 903, 1999})
+    lines = run.summary().splitlines()
+    assert len(lines) == 2 + 3 + 5 + 1 + 1  # header, 3 tasks, 5 failed items, "more", verdict
+    node = next(line for line in lines if line.startswith("work "))
+    assert node.split()[:3] == ["work", "UPSTREAM_FAILED", "2,000"]  # attempts of its items
+    assert node.endswith("2,000 items: 1,993 success, 7 failed")
+    listed = [line.split()[0] for line in lines if line.startswith("  work[")]
+    assert listed == ["work[5]", "work[77]", "work[900]", "work[901]", "work[902]"]
+    assert "ValueError: bad item 5" in lines[lines.index(node) + 1]
+    assert any(line.strip() == "… and 2 more failed" for line in lines)
+    assert lines[-1].endswith(
+        "(2 success, 1 upstream_failed; 2,000 items: 1,993 success, 7 failed)"
+    )
+    assert len(run.map_items("work")) == 2_000 and run.map_items("items") == []
+    assert run.map_items("work")[77].status is Status.FAILED
+
+
+def test_summary_rows_of_a_small_or_clean_map() -> None:
+    source = Task(numbers, name="numbers")
+    node = source >> Task(square, name="square").map()
+    run = DAG([node]).run(executor="sync")
+    rows = run.summary_rows()
+    assert [r.name for r in rows] == ["numbers", "square"]
+    assert (rows[1].status, rows[1].attempts, rows[1].cause) == (
+        Status.SUCCESS, 4, "4 items: 4 success"
+    )
+    assert run.summary().splitlines()[-1].endswith("(2 success; 4 items: 4 success)")
+
+
+def test_the_html_report_folds_a_big_map(tmp_path: Path) -> None:
+    run = _big_map_run(3_000, set(range(0, 3_000, 100)))  # 30 failed items
+    page = run.to_html()
+    table = page[page.index('<table class="summary">'):page.index("</table>")]
+    assert table.count("<tr") == 1 + 3 + 5 + 1  # head, tasks, listed items, "more"
+    assert "3,000 items: 2,970 success, 30 failed" in table
+    assert "… and 25 more failed" in table
+    assert "3 tasks and 3,000 mapped items" in page
+    timeline = page[page.index('class="timeline"'):page.index("</svg>")]
+    assert timeline.count('class="bar') < 10  # one bar per worker for the map's items
+    assert "3,000 item attempts on" in timeline
+    errors = page[page.index("<h2>Errors</h2>"):]
+    assert errors.count("<details>") == 20 and "… and 10 more failed task(s)" in errors
+
+
+def test_the_command_line_folds_a_big_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowkit.cli import main
+
+    path = tmp_path / "bigmap.py"
+    path.write_text(
+        "from flowkit import DAG, task\n\n"
+        "@task\ndef items() -> list[int]:\n    return list(range(5_000))\n\n"
+        "@task\ndef work(i: int) -> int:\n"
+        "    if i % 250 == 0:\n        raise ValueError(f'bad item {i}')\n    return i\n\n"
+        "dag = DAG([items >> work.map()], name='big')\n",
+        encoding="utf-8",
+    )
+    code = main(["run", str(path), "--executor", "sync", "--no-fail-fast", "--log-level",
+                 "CRITICAL"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert len(out.splitlines()) < 20 and "5,000 items: 4,980 success, 20 failed" in out
+    lines = err.splitlines()
+    assert len(lines) == 11 and lines[-1].startswith("flowkit: … and 10 more failed task(s)")
+
+
+def test_the_progress_bar_folds_running_items_at_100_000() -> None:
+    import io
+
+    from flowkit.progress import ProgressBar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    bar = ProgressBar(Terminal(), width=100, clock=lambda: 0.0)
+    run = flowkit.RunContext("huge", "r1", 100_002, "thread")
+    bar.on_dag_start(run)
+    try:
+        node = Task(square, name="square").map()
+        for k in range(100_000):
+            state = flowkit.TaskState(node)
+            state.name = f"square[{k}]"
+            bar.on_task_start(run, state)
+        bar.on_task_start(run, flowkit.TaskState(Task(numbers, name="numbers")))
+        run.done = 98_765
+        text = bar.render()
+        assert "98,765/100,002  99%" in text
+        assert "running: square (100,000 items), numbers |" in text
+        assert len(text) <= 99
+    finally:
+        bar.close()
