@@ -35,10 +35,12 @@ from flowkit import __version__
 from flowkit.dag import DAG
 from flowkit.exceptions import FlowkitError, TaskExecutionError
 from flowkit.logging import configure_logging
+from flowkit.outcome import item_of
 from flowkit.params import typed_params
 from flowkit.progress import ProgressBar
 from flowkit.results import RunResult
 from flowkit.state import CacheInfo, StateManager
+from flowkit.state.stores.base import belongs_to
 from flowkit.task import Task, registry
 
 __all__ = ["UsageError", "load_workflow", "main"]
@@ -784,8 +786,10 @@ def _state(args: argparse.Namespace) -> int:
     if args.action == "clear" and args.task:
         raise UsageError("clear empties the whole file; to drop one task, use invalidate --task")
     with StateManager(args.path) as manager:
+        if args.task is not None:
+            _check_task_name(manager, args.task, args.path)
         if args.action == "list":
-            entries = [e for e in manager.entries() if args.task is None or e.name == args.task]
+            entries = [e for e in manager.entries() if belongs_to(e.name, args.task)]
             _print_entries(entries, args.path)
         elif args.action == "invalidate":
             count = manager.invalidate(args.task)
@@ -795,6 +799,18 @@ def _state(args: argparse.Namespace) -> int:
             manager.clear()
             print(f"cleared {args.path}")
     return EXIT_OK
+
+
+def _check_task_name(manager: StateManager, name: str, path: str) -> None:
+    """``--task NAME`` must name a task the state knows (a map's name covers its items)."""
+    known = manager.task_names()
+    item = item_of(name)  # one item of a mapped task: fine if the map is known
+    if name not in known and (item is None or item[0] not in known):
+        shown = ", ".join(known[:20]) + (f" and {len(known) - 20} more" if len(known) > 20 else "")
+        raise UsageError(
+            f"{path} has no task {name!r}: no cached result and no recorded run of it; "
+            f"the tasks it knows: {shown or 'none'}"
+        )
 
 
 def _print_entries(entries: Sequence[CacheInfo], path: str) -> None:

@@ -546,6 +546,50 @@ def test_state_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 2 and len(err.splitlines()) == 1 and "corrupt.json" in err
 
 
+@pytest.mark.parametrize("store", ["state.json", "state.sqlite"])
+def test_state_task_option_covers_a_maps_items_and_refuses_unknown_names(
+    store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _workflow(
+        tmp_path,
+        """
+        from flowkit import task
+
+        @task
+        def urls() -> list[str]:
+            return ["a", "b", "c"]
+
+        @task(cache_ttl=3600)
+        def fetch(url: str) -> str:
+            return url.upper()
+
+        urls >> fetch.map()
+        """,
+    )
+    state = str(tmp_path / store)
+    assert main(["run", path, "--state", state]) == 0
+    capsys.readouterr()
+    code, out, _ = _run(["state", "list", state, "--task", "fetch"], capsys)
+    assert code == 0 and "3 entries in" in out
+    assert [line.split()[0] for line in out.splitlines()[2:5]] == ["fetch[0]", "fetch[1]",
+                                                                    "fetch[2]"]
+    for action in ("list", "invalidate"):
+        code, out, err = _run(["state", action, state, "--task", "nosuch"], capsys)
+        assert code == 2 and out == ""
+        assert f"{state} has no task 'nosuch'" in err and "knows: fetch, urls" in err
+    code, out, _ = _run(["state", "invalidate", state, "--task", "urls"], capsys)
+    assert code == 0 and "invalidated 0 cached result(s) of task 'urls'" in out  # known: ran
+    code, out, _ = _run(["state", "invalidate", state, "--task", "fetch"], capsys)
+    assert code == 0 and "invalidated 3 cached result(s) of task 'fetch'" in out
+    code, out, _ = _run(["state", "list", state, "--task", "fetch"], capsys)
+    assert code == 0 and "no cached results" in out  # still known: its runs are recorded
+    assert main(["run", path, "--state", state]) == 0
+    code, out, _ = _run(["state", "invalidate", state, "--task", "fetch[1]"], capsys)
+    assert code == 0 and "invalidated 1 cached result(s) of task 'fetch[1]'" in out  # one item
+    code, out, err = _run(["state", "list", state, "--task", "fetch[x]"], capsys)
+    assert code == 2 and "no task 'fetch[x]'" in err
+
+
 @pytest.mark.parametrize("command", [[], ["run"], ["graph"], ["plan"], ["state"]])
 def test_help_has_examples(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*command, "--help"]) == 0

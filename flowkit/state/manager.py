@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from flowkit.context import RunContext
 from flowkit.exceptions import StateError
-from flowkit.outcome import Status, TaskState
+from flowkit.outcome import Status, TaskState, item_of
 from flowkit.state import history as _history
 from flowkit.state.cachekey import UncacheableInput, cache_key, code_hash, input_hash, task_version
 from flowkit.state.history import DEFAULT_KEEP, RunEnd, RunRecord, TaskEnd, TaskStats
@@ -576,6 +576,14 @@ class StateManager:
         return run_id, {
             name: Status(o.status) for name, o in outcomes.items() if name != _PARAMS
         }
+
+    def task_names(self) -> list[str]:
+        """Every task this state knows, sorted: those with cache entries or recorded in
+        a run. A mapped task's items (``"m[3]"``) count under the map's name ``"m"``."""
+        names = {e.name for e in self.entries()}
+        for run in self.runs():
+            names.update(run.tasks)
+        return sorted({item[0] if (item := item_of(n)) else n for n in names} - {_PARAMS})
 
     def invalidate(self, name: str | None = None) -> int:
         """Forget the cached results of task ``name``, or of every task.
