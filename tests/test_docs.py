@@ -24,6 +24,8 @@ import itertools
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,27 +81,55 @@ def test_the_documentation_has_runnable_examples() -> None:
     assert ROOT / "README.md" in RUNNABLE
 
 
-@pytest.mark.parametrize("page", RUNNABLE, ids=_id)
-def test_page_examples_run(page: Path) -> None:
-    source = "\n".join(python_blocks(page))
-    if "dask" in source and not _has("distributed"):
-        pytest.skip("dask.distributed is not installed (poetry install --with dist)")
-    result = subprocess.run(
-        [sys.executable, "-c", _RUNNER, _id(page)],
+def _needs_dask(page: Path) -> bool:
+    return "dask" in "\n".join(python_blocks(page))
+
+
+def _run_page(page: Path | str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _RUNNER, str(page)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
+
+
+@pytest.fixture(scope="module")
+def page_runs(
+    request: pytest.FixtureRequest,
+) -> Iterator[dict[Path, Future[subprocess.CompletedProcess[str]]]]:
+    """The selected pages' runs, two at a time, the slow (Dask) pages first.
+
+    A page starting a Dask cluster takes most of this module's time; the other
+    pages run beside it instead of after it.
+    """
+    selected = [
+        item.callspec.params["page"]
+        for item in request.session.items
+        if getattr(item, "originalname", "") == "test_page_examples_run"
+    ]
+    if not _has("distributed"):
+        selected = [page for page in selected if not _needs_dask(page)]
+    selected.sort(key=lambda page: not _needs_dask(page))
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        yield {page: pool.submit(_run_page, _id(page)) for page in selected}
+
+
+@pytest.mark.parametrize("page", RUNNABLE, ids=_id)
+def test_page_examples_run(
+    page: Path, page_runs: dict[Path, Future[subprocess.CompletedProcess[str]]]
+) -> None:
+    if page not in page_runs:
+        pytest.skip("dask.distributed is not installed (poetry install --with dist)")
+    result = page_runs[page].result()
     assert result.returncode == 0, f"an example in {_id(page)} failed:\n{result.stderr}"
 
 
 def test_the_runner_reports_the_page_and_line(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text("# Title\n\n```python\nx = 1\n```\n\ntext\n\n```python\nassert x == 2\n```\n")
-    result = subprocess.run(
-        [sys.executable, "-c", _RUNNER, str(page)], capture_output=True, text=True, timeout=60
-    )
+    result = _run_page(page)
     assert result.returncode != 0
     assert f'File "{page}", line 10' in result.stderr
 
