@@ -7,7 +7,6 @@ that do not fit a function's signature are reported before anything runs.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures as cf
 import contextlib
 import dataclasses
@@ -35,6 +34,7 @@ from flowkit.state import StateManager
 from flowkit.task import Registry, Task, registry
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    import asyncio  # arun imports it when awaited
     import datetime as dt
 
     from flowkit.backfill import BackfillResult
@@ -237,6 +237,8 @@ class DAG:
         Takes the same options as :meth:`run`. The scheduler and synchronous
         tasks run in threads, so the loop stays free while the DAG runs.
         """
+        import asyncio  # loaded already: this coroutine runs on an event loop
+
         handle = _RunHandle()
         work = asyncio.ensure_future(asyncio.to_thread(
             self._run, RunOptions(**options), asyncio.get_running_loop(), handle

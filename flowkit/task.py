@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import inspect
 import math
-import pickle
 import sys
 import types
 import typing
@@ -493,6 +492,8 @@ class Task(Generic[P, R]):
         for part in self.__qualname__.split("."):
             found = getattr(found, part, None)
         if found is not self:
+            import pickle  # for its error type only; loaded by whoever pickles anyway
+
             raise pickle.PicklingError(
                 f"task {self.name!r} cannot be sent to another process: it is not reachable "
                 f"as {self.__module__}.{self.__qualname__}. Define it with @task at module "

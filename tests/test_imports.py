@@ -8,8 +8,11 @@ import sys
 
 import pytest
 
-# Loaded only by what needs them: a state file, an HTML report.
+# Loaded only by what needs them: async tasks, a process pool, a state file,
+# an HTML report.
 LAZY = (
+    "asyncio",
+    "concurrent.futures.process",
     "sqlite3",
     "flowkit.report",
     "flowkit.state.stores.sqlite",
@@ -31,6 +34,18 @@ def test_import_flowkit_loads_none_of_the_heavy_modules() -> None:
     assert not loaded & set(LAZY), sorted(loaded & set(LAZY))
 
 
+def test_a_plain_run_on_threads_loads_none_of_them_either() -> None:
+    code = (
+        "from flowkit import DAG, task\n"
+        "@task\n"
+        "def one() -> int:\n"
+        "    return 1\n"
+        "assert DAG([one]).run()['one'] == 1\n"
+    )
+    loaded = _loaded_after(code)
+    assert not loaded & set(LAZY), sorted(loaded & set(LAZY))
+
+
 @pytest.mark.parametrize(
     ("code", "needed"),
     [
@@ -43,6 +58,18 @@ def test_import_flowkit_loads_none_of_the_heavy_modules() -> None:
             "import flowkit; r = flowkit.DAG([flowkit.Task(int, name='n')]).run(executor='sync');"
             " r.to_html()",
             "flowkit.report",
+        ),
+        (
+            "import flowkit\n"
+            "async def f() -> int:\n"
+            "    return 1\n"
+            "assert flowkit.DAG([flowkit.Task(f)]).run(executor='sync')['f'] == 1",
+            "asyncio",
+        ),
+        (
+            "import flowkit\n"
+            "assert flowkit.DAG([flowkit.Task(int, name='n')]).run(executor='process')['n'] == 0",
+            "concurrent.futures.process",
         ),
     ],
 )
