@@ -703,7 +703,7 @@ def _print_results(result: RunResult, targets: list[str] | None, out: TextIO) ->
     for name in names:
         state = result.states[name]
         if state.status.produced_value:
-            shown = _repr.repr(state.value)
+            shown = _repr.repr(result[name])  # fetched, if it stayed on a cluster
         else:
             shown = f"(no value: {state.status.name})"
         print(f"  {name.ljust(width)}  {shown}", file=out)

@@ -1,5 +1,6 @@
 """What became of a task in a run: the :class:`Outcome` of one attempt, the
-task's :class:`Status` and :class:`TaskState`, and the :data:`SKIPPED` placeholder.
+task's :class:`Status` and :class:`TaskState`, the :data:`SKIPPED` placeholder,
+and :class:`Remote`, a value that lives where its task ran (a Dask cluster).
 
 An :class:`Outcome` is what a worker reports (see ``flowkit.worker``); the
 scheduler turns outcomes into statuses. What a store keeps is another thing
@@ -14,7 +15,19 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, final
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.task import Task
 
-__all__ = ["SKIPPED", "Attempt", "Outcome", "Status", "TaskState", "item_of"]
+__all__ = [
+    "NOT_KEPT",
+    "SKIPPED",
+    "Attempt",
+    "Decided",
+    "Outcome",
+    "Remote",
+    "Status",
+    "TaskState",
+    "fetch_remote",
+    "is_remote",
+    "item_of",
+]
 
 
 class Status(enum.Enum):
@@ -103,6 +116,79 @@ class Outcome(NamedTuple):
     started: float
     ended: float
     worker: str
+
+
+class Remote:
+    """A task's value kept where the task ran (a Dask worker), fetched when read.
+
+    The scheduler passes it on to downstream tasks as it is, and the backend
+    that made it hands the remote copy to them; :class:`~flowkit.RunResult`
+    fetches it when the value is read.
+
+    Attributes:
+        handle: the backend's own handle on the value (a Dask future).
+        kept: the value itself when it was fetched (small, and wanted by the
+            state for caching or resume), else :data:`NOT_KEPT`.
+        nbytes: its size where it lives, when known.
+        length: for a value a mapped task iterates over: how many items it has,
+            or the error that says why it cannot be mapped over (``None``: not asked).
+    """
+
+    __slots__ = ("handle", "kept", "length", "nbytes")
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+        self.kept: Any = NOT_KEPT
+        self.nbytes: int | None = None
+        self.length: int | Exception | None = None
+
+    def item(self, index: int) -> Any:
+        """A stand-in for item ``index`` of the value, which the backend resolves remotely."""
+        raise NotImplementedError
+
+    def fetch(self) -> Any:
+        """The value, brought into this process."""
+        raise NotImplementedError
+
+    @classmethod
+    def fetch_all(cls, values: list[Remote]) -> list[Any]:
+        """Several values at once (backends override this with one round trip)."""
+        return [value.fetch() for value in values]
+
+
+NOT_KEPT: Final = object()
+"""``Remote.kept`` of a value that was not fetched."""
+
+
+def is_remote(value: Any) -> bool:
+    """A :class:`Remote` value, or a mapped task's list holding some."""
+    if isinstance(value, Remote):
+        return True
+    return type(value) is list and any(isinstance(v, Remote) for v in value)
+
+
+def fetch_remote(values: list[Any]) -> list[Any]:
+    """``values`` with every :class:`Remote` in them (or in their lists) fetched, in one go."""
+    remote = [v for value in values for v in (value if type(value) is list else [value])
+              if isinstance(v, Remote)]
+    if not remote:
+        return values
+    fetched = dict(zip(map(id, remote), type(remote[0]).fetch_all(remote), strict=True))
+
+    def local(v: Any) -> Any:
+        return fetched[id(v)] if isinstance(v, Remote) else v
+
+    return [[local(v) for v in value] if type(value) is list else local(value) for value in values]
+
+
+class Decided(NamedTuple):
+    """An attempt's outcome as decided where its inputs live (a Dask worker): its
+    condition was false (SKIPPED, function not called), the cache answered
+    (CACHED, function not called), or it ran (SUCCESS) under ``cache_key``."""
+
+    status: Status
+    value: Any = None
+    cache_key: str | None = None
 
 
 class Attempt(NamedTuple):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from typing import Any, NamedTuple
 
-from flowkit.outcome import Status, TaskState, item_of
+from flowkit.outcome import Remote, Status, TaskState, fetch_remote, is_remote, item_of
 
 __all__ = ["LISTED_ITEMS", "RunResult", "SummaryRow", "cause_text"]
 
@@ -82,7 +82,7 @@ class RunResult(Mapping[str, Any]):
 
     def __getitem__(self, name: str) -> Any:
         try:
-            return self._values[name]
+            value = self._values[name]
         except KeyError:
             state = self.states.get(name)
             if state is None:
@@ -91,12 +91,48 @@ class RunResult(Mapping[str, Any]):
                 f"task {name!r} produced no value: it is {state.status.name}"
                 + (f" (cause: {state.cause})" if state.cause else "")
             ) from None
+        if is_remote(value):
+            value = self._values[name] = fetch_remote([value])[0]
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values  # without fetching a value that lives elsewhere
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
 
     def __len__(self) -> int:
         return len(self._values)
+
+    def values(self) -> ValuesView[Any]:
+        self._fetch_all()
+        return super().values()
+
+    def items(self) -> ItemsView[str, Any]:
+        self._fetch_all()
+        return super().items()
+
+    def _fetch_all(self) -> None:
+        """Bring every value that lives elsewhere here, in one round trip per backend."""
+        names = [name for name, value in self._values.items() if is_remote(value)]
+        if names:
+            fetched = fetch_remote([self._values[n] for n in names])
+            self._values.update(zip(names, fetched, strict=True))
+
+    @property
+    def futures(self) -> Mapping[str, Any]:
+        """The Dask future of each value that lives on a Dask cluster (empty elsewhere).
+
+        A mapped task's entry is the list of its items' futures.
+        """
+        found: dict[str, Any] = {}
+        for name, state in self.states.items():
+            value = state.value if state.status.produced_value else None
+            if isinstance(value, Remote):
+                found[name] = value.handle
+            elif type(value) is list and any(isinstance(v, Remote) for v in value):
+                found[name] = [v.handle if isinstance(v, Remote) else v for v in value]
+        return found
 
     @property
     def graph(self) -> Mapping[str, tuple[str, ...]]:

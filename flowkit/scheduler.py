@@ -33,7 +33,7 @@ from flowkit.context import RunContext, TaskContext
 from flowkit.exceptions import FlowkitError
 from flowkit.graph import Graph
 from flowkit.hooks import HookDispatcher
-from flowkit.outcome import SKIPPED, Attempt, Status, TaskState
+from flowkit.outcome import SKIPPED, Attempt, Decided, Remote, Status, TaskState, fetch_remote
 from flowkit.results import RunResult
 from flowkit.retry import backoff_delay
 from flowkit.run_options import RunOptions
@@ -88,6 +88,11 @@ class Scheduler(StateMachine):
         self.cancelled = False
         self.restored: Mapping[str, tuple[Status, Any]] = {}
         self.expanded: dict[int, range] = {}  # map node -> indices of its items
+        # Results that stay where they ran: conditions and cache keys are worked
+        # out there too, by the backend, as part of the attempt.
+        self.remote = backend.remote_values and not planning
+        if self.remote:
+            backend.attach(self.state)
 
     # --- the loop --------------------------------------------------------
 
@@ -110,11 +115,20 @@ class Scheduler(StateMachine):
             self._interrupt(f"interrupted ({type(exc).__name__})")
             raise
         finally:
-            self.backend.close(cancel=interrupted or self.stopping)
+            self._close(cancel=interrupted or self.stopping)
             result = self._result(interrupted)
             self.hooks.emit(self.hooks.on_dag_end, self.ctx, result)
         self._raise_for_failure(result)
         return result
+
+    def _close(self, *, cancel: bool) -> None:
+        if self.remote and not cancel:  # the final values, before a client may close
+            down = self.graph.down
+            self.backend.keep([
+                s.value for i, s in enumerate(self.states[: len(self.graph)])
+                if not down[i] and s.status.produced_value
+            ])
+        self.backend.close(cancel=cancel)
 
     def cancel(self) -> None:
         """Stop the run from another thread, as Ctrl-C would (``arun`` cancelled)."""
@@ -241,6 +255,12 @@ class Scheduler(StateMachine):
         state = self.states[i]
         task = state.task
         options = task.options
+        if self.remote:
+            if not task.is_async:
+                state.inputs = args  # the backend applies the condition and the cache
+                self._submit(i)
+                return
+            args = tuple(fetch_remote(list(args)))  # a coroutine runs here: bring its inputs
         if options.when is not None and not self.planning:
             try:
                 go = options.when(*args)
@@ -315,6 +335,12 @@ class Scheduler(StateMachine):
     def _items_of(self, i: int, source: Any, source_name: str) -> list[Any] | None:
         """The items a mapped task runs over; ``None`` after failing the task."""
         state = self.states[i]
+        if isinstance(source, Remote):  # its items stay where it lives
+            if isinstance(source.length, Exception):
+                state.error, state.reason = source.length, "its input could not be mapped over"
+                self._move(i, _FAILED)
+                return None
+            return [source.item(k) for k in range(source.length or 0)]
         try:
             iterator = iter(source)
         except TypeError:
@@ -358,15 +384,32 @@ class Scheduler(StateMachine):
         if isinstance(error, KeyboardInterrupt):
             raise error  # the worker's policy: Ctrl-C in a task stops the run
         self.ctx.running -= 1
+        value = outcome.value
+        if type(value) is Decided:  # decided where the inputs live (remote values)
+            if value.status is not _SUCCESS:
+                self._decided(call.index, value)
+                return
+            state.cache_key, value = value.cache_key, value.value
         state.add_attempt(_new(Attempt, (call.attempt, outcome.started, outcome.ended,
                                          outcome.worker, error)))
         state.duration += outcome.ended - outcome.started
         if outcome.ok:
-            state.value, state.error = outcome.value, None
+            state.value, state.error = value, None
             self._move(call.index, _SUCCESS)
         else:
             assert error is not None, "a failed outcome without its error"
             self._attempt_failed(call.index, error)
+
+    def _decided(self, i: int, decided: Decided) -> None:
+        """A condition found false, or a cache hit, where the inputs live: not run."""
+        state = self.states[i]
+        state.attempts -= 1  # the function was not called
+        state.cache_key = decided.cache_key
+        if decided.status is _SKIPPED:
+            self._not_run(i, _SKIPPED, state.name, "its when= condition was false")
+            return
+        state.value, state.reason = decided.value, "served from the cache"
+        self._move(i, _CACHED)
 
     def _time_out(self, call: Call) -> None:
         timeout = call.task.options.timeout or 0.0

@@ -32,7 +32,7 @@ from flowkit.context import TaskContext, current_task
 from flowkit.exceptions import TaskExecutionError, TaskTimeoutError
 from flowkit.outcome import Outcome
 
-__all__ = ["Pickled", "acall", "call", "call_remote"]
+__all__ = ["Pickled", "acall", "call", "call_remote", "sendable_error"]
 
 _now = time.time
 _thread = threading.current_thread
@@ -143,7 +143,7 @@ def call_remote(
             signal.signal(signal.SIGALRM, previous)
     worker = f"pid {os.getpid()}"
     if outcome.error is not None:
-        return outcome._replace(error=_sendable(outcome.error, ctx.task), worker=worker)
+        return outcome._replace(error=sendable_error(outcome.error, ctx.task), worker=worker)
     return outcome._replace(value=_encode(outcome.value), worker=worker)
 
 
@@ -166,7 +166,7 @@ def _alarm_handler(task_name: str, timeout: float) -> Callable[[int, FrameType |
     return on_alarm
 
 
-def _sendable(exc: BaseException, task_name: str) -> BaseException:
+def sendable_error(exc: BaseException, task_name: str) -> BaseException:
     """``exc``, or a stand-in if it does not pickle, with the worker's traceback as a note."""
     text = "".join(traceback.format_exception(exc))
     exc.add_note(f"Traceback in worker process {os.getpid()}:\n{text}")

@@ -93,10 +93,14 @@ def _plain_backend(
 
         if executor == "dask":
             session = connect(address, n_workers=max_workers)
-            return DaskBackend(inbox, clock, session.executor, on_close=session.close)
+            try:
+                return DaskBackend(inbox, clock, session.client, session)
+            except BaseException:
+                session.close()
+                raise
         assert isinstance(executor, cf.Executor)
-        if is_dask_executor(executor):
-            return DaskBackend(inbox, clock, executor)
+        if is_dask_executor(executor):  # results stay on the client's cluster
+            return DaskBackend(inbox, clock, executor._client)  # type: ignore[attr-defined]
         return FutureBackend(inbox, clock, executor, owned=False)
     raise FlowkitError(
         f"unknown executor {executor!r}: use one of {', '.join(map(repr, EXECUTOR_NAMES))} "

@@ -16,6 +16,7 @@ import functools
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from flowkit.backends.base import Backend, Call, Clock, Inbox
 from flowkit.outcome import Outcome
@@ -151,6 +152,7 @@ class Mixed(Backend):
         self.coroutines = coroutines
         self.name = plain.name
         self.remote = plain.remote
+        self.remote_values = plain.remote_values
 
     def _for(self, call: Call) -> Backend:
         return self.coroutines if call.task.is_async else self.plain
@@ -179,6 +181,12 @@ class Mixed(Backend):
 
     def cancel_pending(self) -> list[Call]:
         return self.plain.cancel_pending() + self.coroutines.cancel_pending()
+
+    def attach(self, state: Any) -> None:
+        self.plain.attach(state)
+
+    def keep(self, values: list[Any]) -> None:
+        self.plain.keep(values)
 
     def close(self, *, cancel: bool = False) -> None:
         try:

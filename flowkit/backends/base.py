@@ -70,10 +70,16 @@ class Backend(abc.ABC):
         remote: True when calls leave this process (their callables must pickle).
         stop_note: what :meth:`stop` does to a call that is running, said in
             the error of an attempt that timed out.
+        remote_values: True when results stay where they were made, as
+            :class:`~flowkit.outcome.Remote` values: the backend then applies
+            ``when`` and the cache next to the inputs, as part of the attempt,
+            and reports a skip or a cache hit as a :class:`~flowkit.outcome.Decided`
+            outcome value (see :meth:`attach`, :meth:`keep`).
     """
 
     name = "backend"
     remote = False
+    remote_values = False
     stop_note = "a thread cannot be killed: it finishes in the background and its result is dropped"
 
     def __init__(self, clock: Clock = time.monotonic) -> None:
@@ -115,6 +121,14 @@ class Backend(abc.ABC):
     def cancel_pending(self) -> list[Call]:
         """Cancel every call that has not started; return them."""
         return []
+
+    def attach(self, state: Any) -> None:  # noqa: B027 - only remote values need the state
+        """Before the run, with ``remote_values``: the run's state manager (``None``
+        without one), for cache lookups and to know which results it stores."""
+
+    def keep(self, values: list[Any]) -> None:  # noqa: B027 - local values need nothing
+        """Before :meth:`close`, with ``remote_values``: the final tasks' values,
+        to make readable after it (a client the backend opened is closed then)."""
 
     def close(self, *, cancel: bool = False) -> None:  # noqa: B027 - nothing owned by default
         """Release what this backend owns; never shuts down a caller's executor."""

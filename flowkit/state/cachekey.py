@@ -38,7 +38,14 @@ from typing import Any
 from flowkit.outcome import SKIPPED
 from flowkit.task import Task
 
-__all__ = ["UncacheableInput", "cache_key", "code_hash", "input_hash", "task_version"]
+__all__ = [
+    "UncacheableInput",
+    "cache_key",
+    "code_hash",
+    "input_hash",
+    "inputs_digest",
+    "task_version",
+]
 
 
 class UncacheableInput(Exception):
@@ -178,6 +185,26 @@ def input_hash(args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None) -
     except RecursionError:
         raise UncacheableInput("an input is nested too deeply or refers to itself") from None
     return hashlib.sha256("".join(out).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def inputs_digest(
+    custom: Callable[..., Any] | None, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> str:
+    """The inputs part of a cache key: of ``args`` and ``kwargs``, or of what the
+    task's ``cache_key`` function (``custom``) returns for ``args``, plus ``kwargs``.
+
+    Pure and picklable, so it can run where the inputs live (a Dask worker).
+
+    Raises:
+        UncacheableInput: an input cannot be hashed stably, or ``custom`` raised.
+    """
+    if custom is None:
+        return input_hash(args, kwargs)
+    try:
+        made = custom(*args)
+    except Exception as exc:
+        raise UncacheableInput(f"its cache_key function raised {exc!r}") from None
+    return input_hash((made,), kwargs)  # run parameters always count
 
 
 def _canon(value: Any, out: list[str]) -> None:

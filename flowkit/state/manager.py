@@ -38,9 +38,16 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from flowkit.context import RunContext
 from flowkit.exceptions import StateError
-from flowkit.outcome import Status, TaskState, item_of
+from flowkit.outcome import NOT_KEPT, Remote, Status, TaskState, item_of
 from flowkit.state import history as _history
-from flowkit.state.cachekey import UncacheableInput, cache_key, code_hash, input_hash, task_version
+from flowkit.state.cachekey import (
+    UncacheableInput,
+    cache_key,
+    code_hash,
+    input_hash,
+    inputs_digest,
+    task_version,
+)
 from flowkit.state.history import DEFAULT_KEEP, RunEnd, RunRecord, TaskEnd, TaskStats
 from flowkit.state.stores import CacheEntry, MemoryStore, Outcome, Store
 from flowkit.task import Task
@@ -335,15 +342,25 @@ class StateManager:
             return None
 
     def lookup(
-        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        self,
+        task: Task[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        inputs: str | UncacheableInput | None = None,
     ) -> tuple[str | None, bool, Any]:
         """The cache key of ``task`` for these inputs, and a fresh cached value if any.
+
+        Args:
+            inputs: the digest of the inputs (:func:`~flowkit.state.cachekey.inputs_digest`)
+                when it was computed where they live (a Dask worker), or why it
+                could not be; ``args`` and ``kwargs`` are then not read.
 
         Returns:
             ``(key, hit, value)``; ``key`` is ``None`` when the inputs cannot be
             hashed stably (a warning says why) and the task is then not cached.
         """
-        key = self._key(task, args, kwargs)
+        key = self._key(task, args, kwargs, inputs)
         if key is None:
             return None, False, None
         try:
@@ -372,18 +389,18 @@ class StateManager:
         return key, True, value
 
     def _key(
-        self, task: Task[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+        self,
+        task: Task[..., Any],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        inputs: str | UncacheableInput | None,
     ) -> str | None:
         custom = task.options.cache_key
         try:
-            if custom is None:
-                inputs = input_hash(args, kwargs)
-            else:
-                try:
-                    made = custom(*args)
-                except Exception as exc:
-                    raise UncacheableInput(f"its cache_key function raised {exc!r}") from None
-                inputs = input_hash((made,), kwargs)  # run parameters always count
+            if inputs is None:
+                inputs = inputs_digest(custom, args, kwargs)
+            elif isinstance(inputs, UncacheableInput):
+                raise inputs
         except UncacheableInput as exc:
             how = (
                 "make cache_key return plain data" if custom is not None
@@ -453,10 +470,13 @@ class StateManager:
                 self._store.close()  # the run never started: e.g. an unreadable file
 
     def _encode(self, state: TaskState) -> tuple[bool, Any]:
+        kept, value = _local(state.value)
+        if not kept:  # it stayed on a cluster (its backend warned if it was wanted)
+            return False, None
         if self._store.keeps_objects:
-            return True, state.value
+            return True, value
         try:
-            return True, self.serializer.encode(state.value)
+            return True, self.serializer.encode(value)
         except Exception as exc:
             self._warn_unstorable(state, exc)
             return False, None
@@ -716,6 +736,19 @@ def _run_status(result: object) -> str:
     if getattr(result, "interrupted", False):
         return "interrupted"
     return "success" if getattr(result, "ok", False) else "failed"
+
+
+def _local(value: Any) -> tuple[bool, Any]:
+    """``(True, value)`` with any :class:`~flowkit.outcome.Remote` replaced by the copy
+    its backend kept here; ``(False, None)`` when one stayed remote only."""
+    if type(value) is list and any(isinstance(v, Remote) for v in value):  # a map's items
+        items = [_local(v) for v in value]
+        if not all(kept for kept, _ in items):
+            return False, None
+        return True, [v for _, v in items]
+    if isinstance(value, Remote):
+        return (False, None) if value.kept is NOT_KEPT else (True, value.kept)
+    return True, value
 
 
 def _owner(name: str) -> str:
