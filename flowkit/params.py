@@ -221,14 +221,7 @@ def _from_json(value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation) or annotation
     args = typing.get_args(annotation)
     if origin in (list, set, frozenset, tuple):
-        if not isinstance(value, list):
-            raise ValueError(f"expected a JSON array, got {json.dumps(value)}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(args) != len(value):
-                raise ValueError(f"expected {len(args)} items, got {len(value)}")
-            return tuple(_from_json(v, a) for v, a in zip(value, args, strict=True))
-        item = args[0] if args else Any
-        return origin(_from_json(v, item) for v in value)
+        return _json_array(value, origin, args)
     if origin is dict:
         if not isinstance(value, dict):
             raise ValueError(f"expected a JSON object, got {json.dumps(value)}")
@@ -237,6 +230,18 @@ def _from_json(value: Any, annotation: Any) -> Any:
     if isinstance(value, str):
         return from_text(value, annotation)
     return _json_scalar(value, annotation)
+
+
+def _json_array(value: Any, origin: Any, args: tuple[Any, ...]) -> Any:
+    """A JSON array as a list, set, frozenset or tuple of ``args``."""
+    if not isinstance(value, list):
+        raise ValueError(f"expected a JSON array, got {json.dumps(value)}")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(args) != len(value):
+            raise ValueError(f"expected {len(args)} items, got {len(value)}")
+        return tuple(_from_json(v, a) for v, a in zip(value, args, strict=True))
+    item = args[0] if args else Any
+    return origin(_from_json(v, item) for v in value)
 
 
 def _json_scalar(value: Any, kind: Any) -> Any:

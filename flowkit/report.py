@@ -126,69 +126,83 @@ def _timeline(result: RunResult) -> str:
                  *(f.started for f in folds)])
     end = max([result.started_at + result.duration, *(a.finished_at for _, a in attempts),
                *(f.finished for f in folds)])
-    span = max(end - start, 1e-6)
+    axis = _Axis(start, max(end - start, 1e-6))
     width = _LABEL_W + _PLOT_W + 20
     height = _AXIS_H + _LANE_H * len(lanes) + 4
-
-    def x(t: float) -> float:
-        return _LABEL_W + (t - start) / span * _PLOT_W
-
     out = [
         f'<svg class="timeline" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline of attempts">'
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="timeline of attempts">',
+        *_lane_rows(lanes, width),
+        *_tick_marks(axis, height),
     ]
+    for state, attempt in attempts:
+        key = _attempt_key(state, attempt)
+        out += _bar(axis, lane_of[attempt.worker], (attempt.started_at, attempt.finished_at),
+                    f"bar {key}", key, _attempt_tip(state, attempt, key), state.name)
+    for fold in folds:
+        label = f"{fold.name} ({fold.attempts:,} items)"
+        out += _bar(axis, lane_of[fold.worker], (fold.started, fold.finished),
+                    f"bar fold {fold.key}", fold.key, fold.tip, label)
+    out.append("</svg>")
+    return '<div class="scroll">' + "".join(out) + "</div>"
+
+
+class _Axis(NamedTuple):
+    """The time axis of the timeline: where a moment of the run is drawn."""
+
+    start: float
+    span: float
+
+    def x(self, t: float) -> float:
+        return _LABEL_W + (t - self.start) / self.span * _PLOT_W
+
+
+def _lane_rows(lanes: Sequence[str], width: int) -> list[str]:
+    """One striped row per worker, labelled with its name."""
+    rows = []
     for i, worker in enumerate(lanes):
         y = _AXIS_H + i * _LANE_H
-        out.append(
+        rows.append(
             f'<g class="lane"><rect class="lane-bg" x="0" y="{y}" width="{width}" '
             f'height="{_LANE_H}" fill="{"#f7f8fa" if i % 2 else "#ffffff"}"/>'
             f'<text x="8" y="{y + _LANE_H / 2 + 4}" class="lane-label">'
             f"<title>{_esc(worker)}</title>{_esc(_clip(worker, 22))}</text></g>"
         )
-    for tick in _ticks(span):
-        tx = x(start + tick)
-        out.append(
+    return rows
+
+
+def _tick_marks(axis: _Axis, height: int) -> list[str]:
+    marks = []
+    for tick in _ticks(axis.span):
+        tx = axis.x(axis.start + tick)
+        marks.append(
             f'<line x1="{tx:.1f}" y1="{_AXIS_H - 4}" x2="{tx:.1f}" y2="{height}" class="tick"/>'
-            f'<text x="{tx:.1f}" y="{_AXIS_H - 9}" class="tick-label">{_tick_text(tick, span)}'
-            "</text>"
+            f'<text x="{tx:.1f}" y="{_AXIS_H - 9}" class="tick-label">'
+            f"{_tick_text(tick, axis.span)}</text>"
         )
-    for state, attempt in attempts:
-        key = _attempt_key(state, attempt)
-        style = STYLES[key]
-        bx = x(attempt.started_at)
-        bw = max(2.0, x(attempt.finished_at) - bx)
-        by = _AXIS_H + lane_of[attempt.worker] * _LANE_H + (_LANE_H - _BAR_H) / 2
-        tip = _attempt_tip(state, attempt, key)
-        out.append(
-            f'<rect class="bar {key}" x="{bx:.1f}" y="{by:.1f}" width="{bw:.1f}" '
-            f'height="{_BAR_H}" rx="3" fill="{style.fill}" stroke="{style.stroke}">'
-            f"<title>{_esc(tip)}</title></rect>"
+    return marks
+
+
+def _bar(
+    axis: _Axis, lane: int, when: tuple[float, float], css: str, key: str, tip: str, label: str
+) -> list[str]:
+    """One bar on ``lane`` from ``when[0]`` to ``when[1]``, labelled when it is wide enough."""
+    style = STYLES[key]
+    bx = axis.x(when[0])
+    bw = max(2.0, axis.x(when[1]) - bx)
+    by = _AXIS_H + lane * _LANE_H + (_LANE_H - _BAR_H) / 2
+    parts = [
+        f'<rect class="{css}" x="{bx:.1f}" y="{by:.1f}" width="{bw:.1f}" '
+        f'height="{_BAR_H}" rx="3" fill="{style.fill}" stroke="{style.stroke}">'
+        f"<title>{_esc(tip)}</title></rect>"
+    ]
+    chars = int((bw - 6) / 6.6)
+    if chars >= 3:
+        parts.append(
+            f'<text class="bar-label" x="{bx + 4:.1f}" y="{by + _BAR_H / 2 + 4:.1f}" '
+            f'fill="{style.text}">{_esc(_clip(label, chars))}</text>'
         )
-        chars = int((bw - 6) / 6.6)
-        if chars >= 3:
-            out.append(
-                f'<text class="bar-label" x="{bx + 4:.1f}" y="{by + _BAR_H / 2 + 4:.1f}" '
-                f'fill="{style.text}">{_esc(_clip(state.name, chars))}</text>'
-            )
-    for fold in folds:
-        style = STYLES[fold.key]
-        bx = x(fold.started)
-        bw = max(2.0, x(fold.finished) - bx)
-        by = _AXIS_H + lane_of[fold.worker] * _LANE_H + (_LANE_H - _BAR_H) / 2
-        label = f"{fold.name} ({fold.attempts:,} items)"
-        out.append(
-            f'<rect class="bar fold {fold.key}" x="{bx:.1f}" y="{by:.1f}" width="{bw:.1f}" '
-            f'height="{_BAR_H}" rx="3" fill="{style.fill}" stroke="{style.stroke}">'
-            f"<title>{_esc(fold.tip)}</title></rect>"
-        )
-        chars = int((bw - 6) / 6.6)
-        if chars >= 3:
-            out.append(
-                f'<text class="bar-label" x="{bx + 4:.1f}" y="{by + _BAR_H / 2 + 4:.1f}" '
-                f'fill="{style.text}">{_esc(_clip(label, chars))}</text>'
-            )
-    out.append("</svg>")
-    return '<div class="scroll">' + "".join(out) + "</div>"
+    return parts
 
 
 class _Fold(NamedTuple):

@@ -209,41 +209,59 @@ def inputs_digest(
 
 def _canon(value: Any, out: list[str]) -> None:
     """Append the canonical form of ``value`` to ``out`` (exact types only)."""
+    write = _WRITERS.get(type(value))
+    if write is not None:
+        write(value, out)
+    else:
+        _canon_other(value, out)
+
+
+def _canon_items(opening: str, items: Any, closing: str, out: list[str]) -> None:
+    out.append(opening)
+    for item in items:
+        _canon(item, out)
+    out.append(closing)
+
+
+def _canon_mapping(value: Any, out: list[str]) -> None:
+    pairs = [(_part(k), _part(v)) for k, v in value.items()]
+    if type(value) is dict:  # insertion order does not make two dicts different
+        pairs.sort()
+        out.append("{")
+    else:
+        out.append("O{")
+    out.extend(k + v for k, v in pairs)
+    out.append("}")
+
+
+def _canon_set(value: Any, out: list[str]) -> None:
+    out.append("<" if type(value) is set else "F<")
+    out.extend(sorted(_part(item) for item in value))
+    out.append(">")
+
+
+# How each plain type is written, by exact type (a subclass is not the same input).
+_WRITERS: dict[type, Callable[[Any, list[str]], None]] = {
+    type(None): lambda value, out: out.append("N"),
+    bool: lambda value, out: out.append("T" if value else "F"),
+    int: lambda value, out: out.append(f"i{value};"),
+    float: lambda value, out: out.append(f"f{value.hex()};"),
+    str: lambda value, out: out.append(f"s{len(value)}:{value}"),
+    bytes: lambda value, out: out.append(f"b{len(value)}:{value.hex()}"),
+    bytearray: lambda value, out: out.append(f"B{len(value)}:{value.hex()}"),
+    list: lambda value, out: _canon_items("[", value, "]", out),
+    tuple: lambda value, out: _canon_items("(", value, ")", out),
+    dict: _canon_mapping,
+    collections.OrderedDict: _canon_mapping,
+    set: _canon_set,
+    frozenset: _canon_set,
+}
+
+
+def _canon_other(value: Any, out: list[str]) -> None:
+    """The canonical form of a value that is not plain data, or ``UncacheableInput``."""
     kind = type(value)
-    if value is None:
-        out.append("N")
-    elif kind is bool:
-        out.append("T" if value else "F")
-    elif kind is int:
-        out.append(f"i{value};")
-    elif kind is float:
-        out.append(f"f{value.hex()};")
-    elif kind is str:
-        out.append(f"s{len(value)}:{value}")
-    elif kind is bytes or kind is bytearray:
-        out.append(f"{'b' if kind is bytes else 'B'}{len(value)}:{value.hex()}")
-    elif kind is list:
-        out.append("[")
-        for item in value:
-            _canon(item, out)
-        out.append("]")
-    elif kind is tuple:
-        out.append("(")
-        for item in value:
-            _canon(item, out)
-        out.append(")")
-    elif kind is dict or kind is collections.OrderedDict:
-        pairs = [(_part(k), _part(v)) for k, v in value.items()]
-        if kind is dict:  # insertion order does not make two dicts different
-            pairs.sort()
-        out.append("{" if kind is dict else "O{")
-        out.extend(k + v for k, v in pairs)
-        out.append("}")
-    elif kind is set or kind is frozenset:
-        out.append("<" if kind is set else "F<")
-        out.extend(sorted(_part(item) for item in value))
-        out.append(">")
-    elif (tag := _scalar_tag(kind)) is not None:
+    if (tag := _scalar_tag(kind)) is not None:
         text = str(value)
         out.append(f"{tag}{len(text)}:{text}")
     elif value is SKIPPED:
@@ -257,10 +275,7 @@ def _canon(value: Any, out: list[str]) -> None:
             _canon(getattr(value, field.name), out)
         out.append("}")
     elif isinstance(value, tuple) and hasattr(kind, "_fields"):  # a named tuple
-        out.append(f"D{_qualified(kind)}(")
-        for item in value:
-            _canon(item, out)
-        out.append(")")
+        _canon_items(f"D{_qualified(kind)}(", value, ")", out)
     else:
         raise UncacheableInput(
             f"an input of type {_qualified(kind)} has no stable hash "
