@@ -168,6 +168,9 @@ class TaskExecutionError(FlowkitError):
         task_name: the (first) failed task.
         attempts: how many attempts that task made.
         result: the full :class:`~flowkit.RunResult` of the run, when raised by ``run``.
+        retryable: False for a failure that another attempt cannot change (a
+            result that cannot be sent back from a worker process): the
+            scheduler does not retry it, whatever ``retries`` and ``retry_on`` say.
     """
 
     def __init__(
@@ -177,11 +180,13 @@ class TaskExecutionError(FlowkitError):
         task_name: str | None = None,
         attempts: int = 0,
         result: RunResult | None = None,
+        retryable: bool = True,
     ):
         super().__init__(message)
         self.task_name = task_name
         self.attempts = attempts
         self.result = result
+        self.retryable = retryable
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only arguments are lost by the default reduce; keep the

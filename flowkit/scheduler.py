@@ -431,6 +431,7 @@ class Scheduler(StateMachine):
             state.attempts <= options.retries
             and not self.stopping
             and isinstance(error, options.retry_on)
+            and getattr(error, "retryable", True)  # a failure no attempt can change
         ):
             delay = backoff_delay(
                 state.attempts, retry_delay=options.retry_delay, backoff=options.backoff,

@@ -121,11 +121,15 @@ def call_remote(
     kwargs: Mapping[str, Any],
     ctx: TaskContext,
     timeout: float | None = None,
+    pickle_only: bool = False,
 ) -> Outcome:
     """:func:`call`, for a worker in another process.
 
     The result is pickled here, once (see :class:`Pickled`); the error is made
-    safe to send back (its traceback text travels as a note). A process cannot
+    safe to send back (its traceback text travels as a note). With
+    ``pickle_only`` (a process pool, whose only way back is the standard
+    pickle), a result that does not pickle fails the attempt here, saying so
+    and marked not retryable, instead of breaking in the pool. A process cannot
     be reached once its call runs, so where the worker runs tasks on its main
     thread (a process pool) the stop is armed in advance: ``SIGALRM`` interrupts
     the call after ``timeout`` seconds, when the scheduler gives up on it too.
@@ -144,7 +148,29 @@ def call_remote(
     worker = f"pid {os.getpid()}"
     if outcome.error is not None:
         return outcome._replace(error=sendable_error(outcome.error, ctx.task), worker=worker)
-    return outcome._replace(value=_encode(outcome.value), worker=worker)
+    value = _encode(outcome.value)
+    if pickle_only and value is outcome.value and type(value) not in _PLAIN:
+        return outcome._replace(ok=False, value=None, worker=worker,
+                                error=_unsendable_result(value, ctx.task))
+    return outcome._replace(value=value, worker=worker)
+
+
+def _unsendable_result(value: Any, task_name: str) -> TaskExecutionError:
+    """The error of an attempt whose result cannot travel back: the same every time."""
+    try:
+        pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        problem = "it does not pickle"  # pragma: no cover - _encode failed just before
+    except Exception as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    kind = type(value)
+    return TaskExecutionError(
+        f"task {task_name!r} ran, but its result could not be sent back from its worker "
+        f"process: a {kind.__module__}.{kind.__qualname__} does not pickle ({problem}). "
+        "Return picklable values (or a path to the data) from tasks on a process executor, "
+        "or run this task on threads. Not retried: another attempt would return the same.",
+        task_name=task_name,
+        retryable=False,
+    )
 
 
 def _can_use_alarm() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
 import functools
 import itertools
 import os
@@ -111,6 +112,10 @@ def die_once(marker: Path) -> str:
 
 def unpicklable_result() -> Any:
     return threading.Lock()
+
+
+def takes_lock(lock: Any) -> str:
+    return "never called: the lock cannot reach the worker process"
 
 
 def const_task(name: str, value: Any) -> Task[..., Any]:
@@ -824,12 +829,33 @@ def test_process_pool_refuses_a_closure() -> None:
         DAG().run(executor="process")
 
 
-def test_process_pool_reports_an_unpicklable_result() -> None:
-    Task(unpicklable_result, name="lock_maker")
-    with pytest.raises(TaskExecutionError) as info:
-        DAG().run(executor="process")
+@pytest.mark.parametrize("own_pool", [False, True])
+def test_process_pool_reports_an_unpicklable_result_and_does_not_retry(own_pool: bool) -> None:
+    Task(unpicklable_result, name="lock_maker", retries=3)
+    with contextlib.ExitStack() as stack:
+        executor: Any = "process"
+        if own_pool:
+            executor = stack.enter_context(cf.ProcessPoolExecutor(max_workers=1))
+        with pytest.raises(TaskExecutionError) as info:
+            DAG().run(executor=executor)
     assert info.value.task_name == "lock_maker"
-    assert "pickl" in str(info.value)
+    cause = info.value.__cause__
+    assert isinstance(cause, TaskExecutionError) and cause.retryable is False
+    message = str(cause)
+    assert "its result could not be sent back from its worker process" in message
+    assert "_thread.lock" in message and "Not retried" in message
+    assert "could not be sent to its worker:" not in message
+    state = info.value.result.states["lock_maker"]  # type: ignore[union-attr]
+    assert state.attempts == 1  # retries=3, but another attempt cannot change it
+
+
+def test_an_unsendable_input_is_not_retried() -> None:
+    Task(takes_lock, name="user", retries=2)
+    with pytest.raises(TaskExecutionError) as info:
+        DAG().run(executor="process", params={"lock": threading.Lock()})
+    assert "'user' could not be sent to its worker" in str(info.value.__cause__)
+    assert info.value.result is not None
+    assert info.value.result.states["user"].attempts == 1
 
 
 def test_dead_worker_process_fails_its_task_without_hanging() -> None:

@@ -68,6 +68,8 @@ class FutureBackend(Backend):
         self.owned = owned
         self.name = name or type(executor).__name__
         self.remote = not isinstance(executor, cf.ThreadPoolExecutor)
+        # A process pool sends results back with the standard pickle, nothing else.
+        self._pickle_only = isinstance(executor, cf.ProcessPoolExecutor)
         self._on_close = on_close
         self._futures: dict[Call, cf.Future[Outcome]] = {}
         self._dropped: set[Call] = set()  # calls flowkit cancelled itself
@@ -118,7 +120,7 @@ class FutureBackend(Backend):
         """Submit one call of ``fn`` to the executor."""
         if self.remote:
             return self.executor.submit(call_remote, fn, call.args, call.kwargs, call.ctx,
-                                        call.task.options.timeout)
+                                        call.task.options.timeout, self._pickle_only)
         return self.executor.submit(call_here, fn, call.args, call.kwargs, call.ctx)
 
     def _sendable(self, task: Task[..., Any]) -> Callable[..., Any]:
@@ -326,8 +328,10 @@ def executor_failure(task_name: str, error: BaseException) -> BaseException:
     ).lower():
         wrapped = TaskExecutionError(
             f"task {task_name!r} could not be sent to its worker: {error}. Inputs and results "
-            "must be picklable on a process or distributed executor",
+            "must be picklable on a process or distributed executor. Not retried: another "
+            "attempt would fail the same way",
             task_name=task_name,
+            retryable=False,
         )
     else:
         if isinstance(error, Exception):
