@@ -18,7 +18,7 @@ from flowkit.exceptions import (
     TaskNotFoundError,
     TaskTimeoutError,
 )
-from flowkit.outcome import SKIPPED, Attempt, Status, TaskState
+from flowkit.outcome import SKIPPED, Attempt, Status, TaskState, UpstreamFailed
 from flowkit.results import RunResult
 from flowkit.retry import backoff_delay
 from flowkit.task import MapTask, Registry, Task, TaskOptions, registry, task
@@ -69,6 +69,7 @@ __all__ = [
     "TaskOptions",
     "TaskState",
     "TaskTimeoutError",
+    "UpstreamFailed",
     "__version__",
     "backoff_delay",
     "configure_logging",

@@ -24,6 +24,7 @@ __all__ = [
     "Remote",
     "Status",
     "TaskState",
+    "UpstreamFailed",
     "fetch_remote",
     "is_remote",
     "item_of",
@@ -85,7 +86,68 @@ class _SkippedType:
 
 SKIPPED: Final = _SkippedType()
 """Passed (under the ``none_failed`` and ``all_done`` trigger rules) in place of the
-value of an upstream task that was skipped or did not produce one. It is falsy."""
+value of an upstream task that was skipped. It is falsy. An upstream task that
+failed, was upstream-failed or cancelled is passed as an :class:`UpstreamFailed`."""
+
+
+@final
+class UpstreamFailed:
+    """Passed to an ``all_done`` task in place of the value of an upstream task
+    that FAILED, was UPSTREAM_FAILED or was CANCELLED; falsy, like :data:`SKIPPED`.
+
+    Attributes:
+        task: the upstream task's name.
+        status: its :class:`Status` (``FAILED``, ``UPSTREAM_FAILED`` or ``CANCELLED``).
+        error: what it raised when it FAILED, else ``None``.
+        cause: the task at the root of it (itself when it FAILED).
+
+    >>> marker = UpstreamFailed("load", Status.FAILED, ValueError("disk full"))
+    >>> bool(marker), marker.status.name, str(marker.error)
+    (False, 'FAILED', 'disk full')
+    """
+
+    __slots__ = ("cause", "error", "status", "task")
+
+    def __init__(
+        self, task: str, status: Status, error: BaseException | None = None,
+        cause: str | None = None,
+    ):
+        self.task = task
+        self.status = status
+        self.error = error
+        self.cause = cause if cause is not None else task
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, UpstreamFailed):
+            return NotImplemented
+        return (self.task, self.status, self.cause) == (other.task, other.status, other.cause) \
+            and self.error is other.error
+
+    __hash__ = None  # type: ignore[assignment]  # mutable attributes: not a dict key
+
+    def __repr__(self) -> str:
+        error = f", {self.error!r}" if self.error is not None else ""
+        cause = f", cause={self.cause!r}" if self.cause != self.task else ""
+        return f"UpstreamFailed({self.task!r}, {self.status.name}{error}{cause})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # To a worker process: an error that does not pickle travels as its text.
+        return (UpstreamFailed, (self.task, self.status, _portable(self.error), self.cause))
+
+
+def _portable(error: BaseException | None) -> BaseException | None:
+    if error is None:
+        return None
+    import pickle  # only when a marker travels: ``import flowkit`` stays light
+
+    try:
+        pickle.dumps(error)
+    except Exception:
+        return Exception(f"{type(error).__qualname__}: {error}")
+    return error
 
 
 def item_of(name: str) -> tuple[str, int] | None:

@@ -33,7 +33,16 @@ from flowkit.context import RunContext, TaskContext
 from flowkit.exceptions import FlowkitError
 from flowkit.graph import Graph
 from flowkit.hooks import HookDispatcher
-from flowkit.outcome import SKIPPED, Attempt, Decided, Remote, Status, TaskState, fetch_remote
+from flowkit.outcome import (
+    SKIPPED,
+    Attempt,
+    Decided,
+    Remote,
+    Status,
+    TaskState,
+    UpstreamFailed,
+    fetch_remote,
+)
 from flowkit.results import RunResult
 from flowkit.retry import backoff_delay
 from flowkit.run_options import RunOptions
@@ -225,7 +234,8 @@ class Scheduler(StateMachine):
     def _trigger(self, i: int) -> tuple[list[Any], Status | None, TaskState | None]:
         """The trigger rule of task ``i``, applied once all its upstream tasks ended.
 
-        Returns its inputs (:data:`SKIPPED` for an upstream without a value), and
+        Returns its inputs (:data:`SKIPPED` for a skipped upstream, an
+        :class:`UpstreamFailed` for a broken one), and
         the status it takes instead of running with the upstream task to blame
         (``None, None`` when it runs). A failure outranks a skip.
         """
@@ -237,11 +247,12 @@ class Scheduler(StateMachine):
             status = up_state.status
             if status is _SUCCESS or status is _CACHED:
                 inputs.append(up_state.value)
-                continue
-            inputs.append(SKIPPED)
-            if status in _BROKEN:
+            elif status in _BROKEN:  # only an all_done task runs with it
+                inputs.append(UpstreamFailed(up_state.name, status, up_state.error,
+                                             root_cause(up_state)))
                 broken = broken or up_state
             else:
+                inputs.append(SKIPPED)
                 skipped = skipped or up_state
         trigger = self.states[i].task.options.trigger
         if broken is not None and trigger != "all_done":
@@ -300,7 +311,7 @@ class Scheduler(StateMachine):
         """Add one item node per element of the first input; the map node waits for them."""
         source_state = self.states[self.graph.up[i][0]]
         source, *extra = inputs
-        if source is SKIPPED:  # under none_failed / all_done: nothing to map over
+        if source is SKIPPED or isinstance(source, UpstreamFailed):  # nothing to map over
             self._not_run(i, _SKIPPED, root_cause(source_state),
                           f"upstream task {source_state.name!r} produced nothing to map over")
             return
@@ -429,7 +440,7 @@ class Scheduler(StateMachine):
         state.error = error
         if (
             state.attempts <= options.retries
-            and not self.stopping
+            and (not self.stopping or options.trigger == "all_done")  # teardown still retries
             and isinstance(error, options.retry_on)
             and getattr(error, "retryable", True)  # a failure no attempt can change
         ):
@@ -454,13 +465,37 @@ class Scheduler(StateMachine):
         self._move(i, _CACHED)
 
     def _cancel_waiting(self, reason: str, cause: str | None, *, interrupt: bool) -> None:
-        self.retry_timers.clear()
+        def teardown(i: int) -> bool:  # fail-fast spares all_done tasks; Ctrl-C does not
+            return not interrupt and self.states[i].task.options.trigger == "all_done"
+
+        self.retry_timers = [t for t in self.retry_timers if teardown(t[2])]
+        heapq.heapify(self.retry_timers)
         if interrupt:
             self.deadlines.clear()
         queued, self.outbox = self.outbox + self.backend.cancel_pending(), []
+        kept = []
         for call in queued:
             state = self.states[call.index]
-            if state.status is _RUNNING and state.attempts == call.attempt:
-                state.attempts -= 1  # it never started
-                self.ctx.running -= 1
-                self._not_run(call.index, _CANCELLED, cause, reason)
+            if state.status is not _RUNNING or state.attempts != call.attempt:
+                continue
+            if teardown(call.index):
+                kept.append(call)
+                continue
+            state.attempts -= 1  # it never started
+            self.ctx.running -= 1
+            self._not_run(call.index, _CANCELLED, cause, reason)
+        if kept:
+            self._resubmit(kept)
+
+    def _resubmit(self, calls: list[Call]) -> None:
+        """Queue again, as new calls, teardown calls the backend gave back unstarted
+        (the backend may still be forgetting the old ones); their deadlines follow."""
+        old = set(calls)
+        self.deadlines = [d for d in self.deadlines if d[2] not in old]
+        heapq.heapify(self.deadlines)
+        for call in calls:
+            again = Call(call.index, call.attempt, call.task, call.args, call.kwargs, call.ctx)
+            timeout = call.task.options.timeout
+            if timeout is not None:
+                heapq.heappush(self.deadlines, (self.clock() + timeout, next(self.seq), again))
+            self.outbox.append(again)

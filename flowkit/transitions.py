@@ -89,7 +89,9 @@ class StateMachine:
     # --- stopping ------------------------------------------------------------
 
     def _stop(self, failed: int) -> None:
-        """Fail fast: start nothing new; settle every task that has not started."""
+        """Fail fast: start nothing new; settle every task that has not started —
+        except ``all_done`` tasks, which are teardown: each still runs once its
+        upstream tasks have all ended (a cancelled one counts as ended)."""
         self.stopping = True
         name = self.states[failed].name
         self._cancel_waiting(f"cancelled after {name!r} failed (fail_fast)", name, interrupt=False)
@@ -101,7 +103,7 @@ class StateMachine:
                 dependants.add(d)
                 frontier.extend(self.down[d])
         for j, state in enumerate(self.states):
-            if state.status is not _PENDING:
+            if state.status is not _PENDING or state.task.options.trigger == "all_done":
                 continue
             if j in dependants:
                 self._not_run(j, _UPSTREAM_FAILED, name, f"upstream task {name!r} failed")

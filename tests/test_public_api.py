@@ -41,6 +41,7 @@ PUBLIC_NAMES = [
     "TaskOptions",
     "TaskState",
     "TaskTimeoutError",
+    "UpstreamFailed",
     "__version__",
     "backoff_delay",
     "configure_logging",
