@@ -34,6 +34,7 @@ from flowkit import (
     Task,
     TaskExecutionError,
     TaskTimeoutError,
+    UpstreamFailed,
 )
 
 # --- task functions: module level, so process pools import them by name ------
@@ -66,7 +67,12 @@ def fail(_: Any = None) -> None:
 
 def describe(*values: Any) -> list[str]:
     """What a task received, in a form that compares across processes."""
-    return ["SKIPPED" if v is SKIPPED else repr(v) for v in values]
+    return [
+        "SKIPPED" if v is SKIPPED
+        else f"{v.task} {v.status.name}" if isinstance(v, UpstreamFailed)
+        else repr(v)
+        for v in values
+    ]
 
 
 def numbers(n: int) -> list[int]:
@@ -267,7 +273,7 @@ def test_when_and_trigger_rules(pool: cf.Executor) -> None:
         "cleanup": Status.SUCCESS,
     }
     assert run["join"] == ["2", "SKIPPED"]
-    assert run["cleanup"] == ["SKIPPED", "2"]
+    assert run["cleanup"] == ["bad FAILED", "2"]
     assert caught.value.task_name == "bad"
     assert isinstance(caught.value.__cause__, ValueError)
 
