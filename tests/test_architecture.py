@@ -35,6 +35,8 @@ LAYERS: dict[str, int] = {
     "flowkit.dag": 5,
     "flowkit.report": 6,
     "flowkit.progress": 6,
+    "flowkit.backfill": 6,
+    "flowkit.schedule": 6,
     "flowkit.testing": 6,
     "flowkit.cli": 6,
     "flowkit.ui": 6,
