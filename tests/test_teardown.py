@@ -266,3 +266,37 @@ def test_the_marker_pickles_and_compares() -> None:
     odd.lock = threading.Lock()  # type: ignore[attr-defined]
     travelled = pickle.loads(pickle.dumps(UpstreamFailed("t", Status.FAILED, odd)))
     assert str(travelled.error) == "ValueError: odd"
+
+
+def test_a_resumed_run_runs_teardown_again_after_what_it_cleans_up() -> None:
+    calls: list[str] = []
+    broken = [True]
+
+    @task
+    def prepare() -> str:
+        calls.append("prepare")
+        return "tmp"
+
+    @task
+    def publish(path: str) -> str:
+        calls.append("publish")
+        if broken[0]:
+            raise ConnectionError("down")
+        return f"published {path}"
+
+    @task(trigger="all_done")
+    def remove(published: Any) -> str:
+        calls.append("remove")
+        return describe(published)
+
+    prepare >> publish >> remove
+    state = flowkit.StateManager()
+    dag = DAG(name="resumable", state=state)
+    with pytest.raises(TaskExecutionError):
+        dag.run(executor="sync")
+    assert calls == ["prepare", "publish", "remove"]
+    broken[0] = False
+    calls.clear()
+    run = dag.run(executor="sync", resume=True)
+    assert calls == ["publish", "remove"]  # prepare restored; publish ran again, so remove did
+    assert run["remove"] == "'published tmp'"
