@@ -178,3 +178,15 @@ flowkit.configure_logging("DEBUG", json=True)
 with flowkit.registry.isolated() as isolated:
     assert_type(isolated, Registry)
 flowkit.registry.clear()
+
+# --- what an all_done task receives ------------------------------------------------
+
+
+@task(trigger="all_done")
+def teardown(published: object) -> str:
+    if isinstance(published, flowkit.UpstreamFailed):
+        assert_type(published.status, flowkit.Status)
+        assert_type(published.error, BaseException | None)
+        assert_type(published.cause, str)
+        return published.task
+    return "nothing to undo" if published is flowkit.SKIPPED else "cleaned"
