@@ -46,22 +46,14 @@ from flowkit.outcome import (
 from flowkit.results import RunResult
 from flowkit.retry import backoff_delay
 from flowkit.run_options import RunOptions
-from flowkit.transitions import (
-    _BROKEN,
-    _CACHED,
-    _CANCELLED,
-    _FAILED,
-    _PENDING,
-    _RUNNING,
-    _SKIPPED,
-    _SUCCESS,
-    _UPSTREAM_FAILED,
-    StateMachine,
-    root_cause,
-)
+from flowkit.transitions import StateMachine, root_cause
 
 __all__ = ["RunCancelled", "Scheduler"]
 
+_SUCCESS, _CACHED, _SKIPPED = Status.SUCCESS, Status.CACHED, Status.SKIPPED
+_PENDING, _RUNNING, _FAILED = Status.PENDING, Status.RUNNING, Status.FAILED
+_UPSTREAM_FAILED, _CANCELLED = Status.UPSTREAM_FAILED, Status.CANCELLED
+_BROKEN = (_FAILED, _UPSTREAM_FAILED, _CANCELLED)
 _new = tuple.__new__  # a C-level Attempt(...) for the hot path
 _NO_KWARGS: Mapping[str, Any] = {}  # shared and never mutated (picklable, unlike a proxy)
 
@@ -410,17 +402,6 @@ class Scheduler(StateMachine):
         else:
             assert error is not None, "a failed outcome without its error"
             self._attempt_failed(call.index, error)
-
-    def _decided(self, i: int, decided: Decided) -> None:
-        """A condition found false, or a cache hit, where the inputs live: not run."""
-        state = self.states[i]
-        state.attempts -= 1  # the function was not called
-        state.cache_key = decided.cache_key
-        if decided.status is _SKIPPED:
-            self._not_run(i, _SKIPPED, state.name, "its when= condition was false")
-            return
-        state.value, state.reason = decided.value, "served from the cache"
-        self._move(i, _CACHED)
 
     def _time_out(self, call: Call) -> None:
         timeout = call.task.options.timeout or 0.0

@@ -20,7 +20,7 @@ from flowkit.context import RunContext
 from flowkit.exceptions import TaskExecutionError
 from flowkit.graph import Graph
 from flowkit.hooks import HookDispatcher
-from flowkit.outcome import Status, TaskState
+from flowkit.outcome import Decided, Status, TaskState
 from flowkit.ready import ReadyQueue
 from flowkit.results import RunResult
 
@@ -85,6 +85,17 @@ class StateMachine:
         state = self.states[i]
         state.cause, state.reason = cause, reason
         self._move(i, status)
+
+    def _decided(self, i: int, decided: Decided) -> None:
+        """A condition found false, or a cache hit, where the inputs live: not run."""
+        state = self.states[i]
+        state.attempts -= 1  # the function was not called
+        state.cache_key = decided.cache_key
+        if decided.status is _SKIPPED:
+            self._not_run(i, _SKIPPED, state.name, "its when= condition was false")
+            return
+        state.value, state.reason = decided.value, "served from the cache"
+        self._move(i, _CACHED)
 
     # --- stopping ------------------------------------------------------------
 
