@@ -28,9 +28,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from flowkit.context import RunContext
+from flowkit.dag import _RunHandle
 from flowkit.exceptions import FlowkitError, TaskExecutionError
 from flowkit.progress import ProgressBar
 from flowkit.results import RunResult
+from flowkit.run_options import RunOptions
+from flowkit.scheduler import RunCancelled
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.dag import DAG
@@ -305,16 +308,21 @@ def run_partition(
     resume: bool,
     hooks: Sequence[object],
     options: Mapping[str, Any],
+    handle: _RunHandle | None = None,
 ) -> PartitionResult:
     """Run ``dag`` once with ``params``; the outcome as a :class:`PartitionResult`.
 
-    A task failure is a failed partition, never an exception; Ctrl-C is
-    re-raised after the partition's result is made (see :func:`_interrupted`).
+    A task failure is a failed partition, never an exception. Ctrl-C is
+    re-raised as :class:`_Interrupted`, carrying the partition's result; a run
+    stopped through ``handle`` (from another thread) is an interrupted partition.
     """
     keep = _Keep()
     started = time.perf_counter()
     try:
-        run = dag.run(params=params, resume=resume, hooks=[*hooks, keep], **options)
+        run = _run(dag, params, resume, [*hooks, keep], options, handle)
+    except RunCancelled as exc:
+        return PartitionResult(params, "interrupted", keep.result, exc,
+                               _took(keep.result, started), resume, "interrupted")
     except TaskExecutionError as exc:
         failed = exc.result if exc.result is not None else keep.result
         cause = exc.__cause__
@@ -330,6 +338,21 @@ def run_partition(
         return PartitionResult(params, "failed", keep.result, exc, _took(None, started), resume,
                                str(exc))
     return PartitionResult(params, "success", run, None, _took(run, started), resume)
+
+
+def _run(
+    dag: DAG,
+    params: Mapping[str, Any],
+    resume: bool,
+    hooks: Sequence[object],
+    options: Mapping[str, Any],
+    handle: _RunHandle | None,
+) -> RunResult:
+    if handle is None:
+        return dag.run(params=params, resume=resume, hooks=hooks, **options)
+    # A run in a worker thread: the handle lets the main thread stop it on Ctrl-C.
+    run_options = RunOptions(params=params, resume=resume, hooks=hooks, **options)
+    return dag._run(run_options, None, handle)
 
 
 class _Interrupted(KeyboardInterrupt):
@@ -444,7 +467,11 @@ class _BackfillInterrupted(KeyboardInterrupt):
 
 
 def _one(
-    dag: DAG, plan: _Plan, hooks: Sequence[object], options: Mapping[str, Any]
+    dag: DAG,
+    plan: _Plan,
+    hooks: Sequence[object],
+    options: Mapping[str, Any],
+    handle: _RunHandle | None = None,
 ) -> PartitionResult:
     _notify(hooks, "on_partition_start", plan.params)
     if plan.skip:
@@ -452,7 +479,7 @@ def _one(
     else:
         try:
             result = run_partition(dag, plan.params, resume=plan.resume, hooks=hooks,
-                                   options=options)
+                                   options=options, handle=handle)
         except _Interrupted as exc:
             _notify(hooks, "on_partition_end", exc.result)
             raise
@@ -469,10 +496,11 @@ def _parallel(
     results: dict[int, PartitionResult],
 ) -> None:
     stop = threading.Event()
+    handles = [_RunHandle() for _ in plans]
 
     def work(n: int) -> None:
         if not stop.is_set():  # after Ctrl-C, queued partitions do not start
-            results[n] = _one(dag, plans[n], hooks, options)
+            results[n] = _one(dag, plans[n], hooks, options, handles[n])
 
     with cf.ThreadPoolExecutor(parallel, thread_name_prefix="flowkit-backfill") as pool:
         futures = [pool.submit(work, n) for n in range(len(plans))]
@@ -480,10 +508,20 @@ def _parallel(
             for future in cf.as_completed(futures):
                 future.result()
         except KeyboardInterrupt:
-            # Running partitions finish (a thread cannot be interrupted); no new one starts.
             stop.set()
             for future in futures:
                 future.cancel()
+            running = sum(not f.done() for f in futures)
+            logger.warning(
+                "interrupted: no new partition starts; waiting for the %d running (interrupt "
+                "again to stop them)", running,
+            )
+            try:
+                cf.wait(futures)
+            except KeyboardInterrupt:  # the second one: stop the running partitions
+                for handle in handles:
+                    handle.cancel()
+                cf.wait(futures)
             raise
 
 

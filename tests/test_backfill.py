@@ -5,8 +5,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import signal
 import textwrap
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -497,3 +500,49 @@ def test_cli_backfill_types_values_by_annotation(
     assert main(["backfill", str(path), "--param", "day=2026-11-30", "--param", "n=a,b",
                  "--state", str(tmp_path / "s.db")]) == 2
     assert "does not fit task 'shard'" in capsys.readouterr().err
+
+
+def test_parallel_ctrl_c_lets_running_partitions_finish_and_a_second_stops_them() -> None:
+    both = threading.Barrier(2, timeout=10)
+    release = threading.Event()
+
+    @task
+    def work(day: str) -> str:
+        both.wait()
+        if day == "2026-11-01":  # the first Ctrl-C: both partitions go on
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGINT)  # the second: both are stopped
+        release.wait(10)
+        return day
+
+    @task
+    def beside(day: str) -> str:  # two tasks at once: the run waits in its loop, stoppable
+        release.wait(10)
+        return day
+
+    try:
+        with pytest.raises(KeyboardInterrupt) as info:
+            DAG([work, beside], name="stop").backfill(DAYS[:3], parallel=2)
+    finally:
+        release.set()
+    done: BackfillResult = info.value.result  # type: ignore[attr-defined]
+    assert [r.status for r in done.results] == ["interrupted", "interrupted", "cancelled"]
+    assert all(r.run is not None and r.run.interrupted for r in done.results[:2])
+
+
+def test_parallel_ctrl_c_once_waits_for_the_running_partitions() -> None:
+    both = threading.Barrier(2, timeout=10)
+
+    @task
+    def work(day: str) -> str:
+        both.wait()
+        if day == "2026-11-01":
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        return day
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        DAG([work], name="stop").backfill(DAYS[:3], parallel=2)
+    done: BackfillResult = info.value.result  # type: ignore[attr-defined]
+    assert [r.status for r in done.results] == ["success", "success", "cancelled"]
