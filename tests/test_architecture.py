@@ -38,8 +38,6 @@ LAYERS: dict[str, int] = {
     "flowkit.backfill": 6,
     "flowkit.schedule": 6,
     "flowkit.testing": 6,
-    "flowkit.backfill": 6,
-    "flowkit.schedule": 6,
     "flowkit.cli": 6,
     "flowkit.ui": 6,
 }
