@@ -26,6 +26,7 @@ import math
 import pathlib
 import pickle
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from flowkit.exceptions import StateError
@@ -93,34 +94,60 @@ _TO_TEXT: dict[type, str] = {
 
 
 def _encode(value: Any) -> Any:
-    kind = type(value)
-    if value is None or kind is bool or kind is int or kind is str:
-        return value
-    if kind is float:
-        return value if math.isfinite(value) else _tagged("float", repr(value))
-    if kind is list:
-        return [_encode(item) for item in value]
-    if kind is dict:
-        if all(type(k) is str for k in value) and _TAG not in value:
-            return {k: _encode(v) for k, v in value.items()}
-        return _tagged("dict", [[_encode(k), _encode(v)] for k, v in value.items()])
-    if kind is tuple:
-        return _tagged("tuple", [_encode(item) for item in value])
-    if kind is set or kind is frozenset:
-        return _tagged(kind.__name__, [_encode(item) for item in value])
-    if kind is bytes or kind is bytearray:
-        return _tagged(kind.__name__, base64.b64encode(value).decode("ascii"))
-    if kind is complex:
-        return _tagged("complex", [_encode(value.real), _encode(value.imag)])
-    if kind is datetime.timedelta:
-        return _tagged("timedelta", [value.days, value.seconds, value.microseconds])
-    tag = _TO_TEXT.get(kind)
-    if tag is not None:
-        text = value.isoformat() if isinstance(value, datetime.date | datetime.time) else str(value)
-        return _tagged(tag, text)
-    raise SerializationError(
-        f"a value of type {kind.__module__}.{kind.__qualname__} cannot be stored as JSON"
-    )
+    encode = _ENCODERS.get(type(value))
+    if encode is None:
+        kind = type(value)
+        raise SerializationError(
+            f"a value of type {kind.__module__}.{kind.__qualname__} cannot be stored as JSON"
+        )
+    return encode(value)
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _encode_float(value: float) -> Any:
+    return value if math.isfinite(value) else _tagged("float", repr(value))
+
+
+def _encode_dict(value: dict[Any, Any]) -> Any:
+    if all(type(k) is str for k in value) and _TAG not in value:
+        return {k: _encode(v) for k, v in value.items()}
+    return _tagged("dict", [[_encode(k), _encode(v)] for k, v in value.items()])
+
+
+def _encode_items(value: Any) -> Any:  # tuple, set, frozenset: tagged by their type
+    return _tagged(type(value).__name__, [_encode(item) for item in value])
+
+
+def _encode_bytes(value: bytes | bytearray) -> Any:
+    return _tagged(type(value).__name__, base64.b64encode(value).decode("ascii"))
+
+
+def _encode_text(value: Any) -> Any:  # the types of _TO_TEXT
+    text = value.isoformat() if isinstance(value, datetime.date | datetime.time) else str(value)
+    return _tagged(_TO_TEXT[type(value)], text)
+
+
+# How each type is written, by exact type: a subclass would not read back as itself.
+_ENCODERS: dict[type, Callable[[Any], Any]] = {
+    type(None): _as_is,
+    bool: _as_is,
+    int: _as_is,
+    str: _as_is,
+    float: _encode_float,
+    list: lambda value: [_encode(item) for item in value],
+    dict: _encode_dict,
+    tuple: _encode_items,
+    set: _encode_items,
+    frozenset: _encode_items,
+    bytes: _encode_bytes,
+    bytearray: _encode_bytes,
+    complex: lambda value: _tagged("complex", [_encode(value.real), _encode(value.imag)]),
+    datetime.timedelta: lambda v: _tagged("timedelta", [v.days, v.seconds, v.microseconds]),
+    **dict.fromkeys(_TO_TEXT, _encode_text),
+}
 
 
 _FROM_TEXT: dict[str, Any] = {
