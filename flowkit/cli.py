@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import reprlib
@@ -138,6 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     _state_parser(commands)
     _backfill_parser(commands)
     _serve_parser(commands)
+    _history_parser(commands)
+    _ui_parser(commands)
     return parser
 
 
@@ -417,6 +420,52 @@ def _serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     sub.set_defaults(command=_serve)
 
 
+def _history_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _command(
+        commands,
+        "history",
+        "List the runs recorded in a state file, or show one run's tasks.",
+        """
+        flowkit history .flowkit-state.json
+        flowkit history state.db --dag nightly --limit 5
+        flowkit history state.db --json
+        flowkit history state.db 20261128T020000.000000-a1b2c3
+        """,
+    )
+    sub.add_argument("path", metavar="STATE", help="the state file")
+    sub.add_argument("run_id", metavar="RUN_ID", nargs="?", help="show this run's tasks")
+    sub.add_argument("--dag", metavar="NAME", help="only the runs of this DAG")
+    sub.add_argument(
+        "--limit", type=_positive_int, default=20, metavar="N", help="newest N runs (default 20)"
+    )
+    sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sub.set_defaults(command=_history)
+
+
+def _ui_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub = _command(
+        commands,
+        "ui",
+        "Serve a local, read-only web UI of the runs recorded in a state file.",
+        """
+        flowkit ui .flowkit-state.json
+        flowkit ui state.db --port 9000 --open
+        flowkit ui state.db --host 0.0.0.0 --allow-remote
+        """,
+    )
+    sub.add_argument("path", metavar="STATE", help="the state file")
+    sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sub.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0: any free)")
+    sub.add_argument("--open", action="store_true", help="open the UI in a web browser")
+    sub.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host other than this machine's loopback: anyone who can reach it "
+        "sees the runs, their parameters and errors",
+    )
+    sub.set_defaults(command=_ui)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -424,6 +473,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
     return value
 
 
@@ -811,6 +870,45 @@ def _check_task_name(manager: StateManager, name: str, path: str) -> None:
             f"{path} has no task {name!r}: no cached result and no recorded run of it; "
             f"the tasks it knows: {shown or 'none'}"
         )
+
+
+def _history(args: argparse.Namespace) -> int:
+    from flowkit.ui import text  # presentation: loaded when asked for
+
+    if not os.path.exists(args.path):
+        raise UsageError(f"no state file at {args.path}")
+    with StateManager(args.path) as manager:
+        if args.run_id is not None:
+            record = manager.get_run(args.run_id)
+            if record is None:
+                raise UsageError(
+                    f"no run {args.run_id!r} in {args.path}; `flowkit history {args.path}` "
+                    "lists the recorded runs"
+                )
+            print(json.dumps(text.run_data(record), indent=2) if args.json
+                  else text.run_text(record))
+            return EXIT_OK
+        records = manager.runs(dag=args.dag, limit=args.limit)
+    if args.json:
+        print(json.dumps([text.run_data(r, tasks=False) for r in records], indent=2))
+    elif not records:
+        which = f" of DAG {args.dag!r}" if args.dag else ""
+        print(f"no runs{which} recorded in {args.path}")
+    else:
+        print(text.runs_table(records))
+    return EXIT_OK
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from flowkit.ui import server  # presentation: loaded when asked for
+
+    if not os.path.exists(args.path):
+        raise UsageError(f"no state file at {args.path}")
+    server.serve(
+        args.path, host=args.host, port=args.port, open_browser=args.open,
+        allow_remote=args.allow_remote,
+    )
+    return EXIT_OK
 
 
 def _print_entries(entries: Sequence[CacheInfo], path: str) -> None:

@@ -6,6 +6,11 @@ tasks. Everything is inline — CSS and SVG, no script, no font, no link to any
 other resource — so the file can be mailed, archived or attached to a CI job and
 still open the same way years later. Every piece of text from the run goes
 through :func:`html.escape`.
+
+The views — :func:`timeline`, :func:`task_table`, :func:`graph_svg`,
+:func:`legend`, :func:`errors` — draw plain rows (:class:`Bar`, :class:`Row`,
+:class:`ErrorText`), not run objects, so the web UI (``flowkit.ui``) draws
+recorded runs with the very same pieces.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import re
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from flowkit.outcome import Attempt, Status, TaskState
@@ -26,7 +31,24 @@ from flowkit.results import cause_text
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.results import RunResult
 
-__all__ = ["ERRORS_SHOWN", "FOLD_ITEMS", "GRAPH_LIMIT", "render_html"]
+__all__ = [
+    "CSS",
+    "ERRORS_SHOWN",
+    "FOLD_ITEMS",
+    "GRAPH_LIMIT",
+    "Bar",
+    "ErrorText",
+    "Row",
+    "badge",
+    "clip",
+    "errors",
+    "graph_svg",
+    "legend",
+    "render_html",
+    "seconds",
+    "task_table",
+    "timeline",
+]
 
 GRAPH_LIMIT = 300
 """Above this many tasks the report leaves out the graph picture (the rest stays)."""
@@ -39,6 +61,41 @@ FOLD_ITEMS = 20
 
 _esc = html.escape
 
+Link = Callable[[str], str | None]
+"""Maps a task name to the URL of its page (``None``: no link)."""
+
+
+class Bar(NamedTuple):
+    """One bar of a :func:`timeline`: a lane, a span of wall-clock time, a style."""
+
+    label: str
+    lane: str
+    start: float
+    end: float
+    key: str  # a flowkit.render.STYLES key
+    tip: str
+    fold: bool = False  # the attempts of many mapped items on one worker
+
+
+class Row(NamedTuple):
+    """One row of a :func:`task_table`; ``key=None`` makes a row of text only."""
+
+    name: str
+    key: str | None  # a flowkit.render.STYLES key
+    status: str
+    attempts: int
+    duration: float | None
+    cause: str
+    item: bool = False  # a mapped item listed under its task
+
+
+class ErrorText(NamedTuple):
+    """One failure for :func:`errors`: who, a one-line summary, the full text."""
+
+    name: str
+    summary: str
+    text: str
+
 
 def render_html(result: RunResult) -> str:
     """The report of ``result`` as a complete HTML document."""
@@ -50,18 +107,18 @@ def render_html(result: RunResult) -> str:
         '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_esc(title)}</title>",
-        f"<style>{_CSS}</style>",
+        f"<style>{CSS}</style>",
         "</head>",
         "<body>",
         _header(result),
-        _legend(),
+        legend(),
         "<h2>Timeline</h2>",
-        _timeline(result),
+        timeline(_bars(result), result.started_at, result.started_at + result.duration),
         "<h2>Tasks</h2>",
-        _table(result),
+        task_table(_rows(result)),
         "<h2>Graph</h2>",
         _graph(result),
-        _errors(result),
+        errors(_failures(result)),
         "</body>",
         "</html>",
     ]
@@ -81,13 +138,10 @@ def _header(result: RunResult) -> str:
         f"{n} {status.value.replace('_', ' ')}"
         for status, n in sorted(result.counts.items(), key=lambda item: item[0].name)
     )
-    style = STYLES[key]
     return (
-        f"<header><h1>{_esc(result.dag_name)} "
-        f'<span class="badge" style="background:{style.fill};color:{style.text};'
-        f'border-color:{style.stroke}">{verdict}</span></h1>'
+        f"<header><h1>{_esc(result.dag_name)} {badge(verdict, key, cls='badge')}</h1>"
         f'<p class="meta">run <code>{_esc(result.run_id)}</code> · started {started} · '
-        f"{_seconds(result.duration)} · {_size(result)}"
+        f"{seconds(result.duration)} · {_size(result)}"
         f"{' (' + _esc(counts) + ')' if counts else ''}</p></header>"
     )
 
@@ -100,7 +154,17 @@ def _size(result: RunResult) -> str:
     return f"{tasks:,} tasks" + (f" and {items:,} mapped items" if items else "")
 
 
-def _legend() -> str:
+def badge(text: str, key: str, *, cls: str = "status") -> str:
+    """``text`` in a pill coloured like the :data:`~flowkit.render.STYLES` ``key``."""
+    style = STYLES.get(key, STYLES["not_run"])
+    return (
+        f'<span class="{cls} {_esc(key)}" style="background:{style.fill};color:{style.text};'
+        f'border-color:{style.stroke}">{_esc(text)}</span>'
+    )
+
+
+def legend() -> str:
+    """The colour legend of every status."""
     keys = [LEGEND[0], LEGEND[1], "retried", *LEGEND[2:]]
     items = "".join(
         f'<li><span class="swatch" style="background:{STYLES[k].fill};'
@@ -115,17 +179,16 @@ def _legend() -> str:
 _LABEL_W, _PLOT_W, _LANE_H, _BAR_H, _AXIS_H = 170, 900, 26, 18, 26
 
 
-def _timeline(result: RunResult) -> str:
-    attempts, folds = _bars(result)
-    if not attempts and not folds:
+def timeline(bars: Sequence[Bar], begin: float, finish: float) -> str:
+    """An SVG timeline of ``bars``, one lane per distinct ``Bar.lane``, spanning at
+    least ``begin`` to ``finish`` (wall-clock seconds)."""
+    if not bars:
         return '<p class="note">No task ran an attempt in this run (everything was cached, ' \
             "skipped or cancelled).</p>"
-    lanes = sorted({a.worker for _, a in attempts} | {f.worker for f in folds}, key=_natural)
-    lane_of = {worker: i for i, worker in enumerate(lanes)}
-    start = min([result.started_at, *(a.started_at for _, a in attempts),
-                 *(f.started for f in folds)])
-    end = max([result.started_at + result.duration, *(a.finished_at for _, a in attempts),
-               *(f.finished for f in folds)])
+    lanes = sorted({b.lane for b in bars}, key=_natural)
+    lane_of = {lane: i for i, lane in enumerate(lanes)}
+    start = min(begin, *(b.start for b in bars))
+    end = max(finish, *(b.end for b in bars))
     axis = _Axis(start, max(end - start, 1e-6))
     width = _LABEL_W + _PLOT_W + 20
     height = _AXIS_H + _LANE_H * len(lanes) + 4
@@ -135,14 +198,10 @@ def _timeline(result: RunResult) -> str:
         *_lane_rows(lanes, width),
         *_tick_marks(axis, height),
     ]
-    for state, attempt in attempts:
-        key = _attempt_key(state, attempt)
-        out += _bar(axis, lane_of[attempt.worker], (attempt.started_at, attempt.finished_at),
-                    f"bar {key}", key, _attempt_tip(state, attempt, key), state.name)
-    for fold in folds:
-        label = f"{fold.name} ({fold.attempts:,} items)"
-        out += _bar(axis, lane_of[fold.worker], (fold.started, fold.finished),
-                    f"bar fold {fold.key}", fold.key, fold.tip, label)
+    for bar in bars:
+        css = f"bar fold {bar.key}" if bar.fold else f"bar {bar.key}"
+        out += _bar(axis, lane_of[bar.lane], (bar.start, bar.end), css, bar.key, bar.tip,
+                    bar.label)
     out.append("</svg>")
     return '<div class="scroll">' + "".join(out) + "</div>"
 
@@ -166,7 +225,7 @@ def _lane_rows(lanes: Sequence[str], width: int) -> list[str]:
             f'<g class="lane"><rect class="lane-bg" x="0" y="{y}" width="{width}" '
             f'height="{_LANE_H}" fill="{"#f7f8fa" if i % 2 else "#ffffff"}"/>'
             f'<text x="8" y="{y + _LANE_H / 2 + 4}" class="lane-label">'
-            f"<title>{_esc(worker)}</title>{_esc(_clip(worker, 22))}</text></g>"
+            f"<title>{_esc(worker)}</title>{_esc(clip(worker, 22))}</text></g>"
         )
     return rows
 
@@ -200,7 +259,7 @@ def _bar(
     if chars >= 3:
         parts.append(
             f'<text class="bar-label" x="{bx + 4:.1f}" y="{by + _BAR_H / 2 + 4:.1f}" '
-            f'fill="{style.text}">{_esc(_clip(label, chars))}</text>'
+            f'fill="{style.text}">{_esc(clip(label, chars))}</text>'
         )
     return parts
 
@@ -217,7 +276,25 @@ class _Fold(NamedTuple):
     tip: str
 
 
-def _bars(result: RunResult) -> tuple[list[tuple[TaskState, Attempt]], list[_Fold]]:
+def _bars(result: RunResult) -> list[Bar]:
+    """A bar per attempt, and one per worker for the items of each big map."""
+    attempts, folds = _attempts_and_folds(result)
+    bars = []
+    for state, attempt in attempts:
+        key = _attempt_key(state, attempt)
+        bars.append(Bar(state.name, attempt.worker, attempt.started_at, attempt.finished_at,
+                        key, _attempt_tip(state, attempt, key)))
+    bars.extend(
+        Bar(f"{f.name} ({f.attempts:,} items)", f.worker, f.started, f.finished, f.key, f.tip,
+            fold=True)
+        for f in folds
+    )
+    return bars
+
+
+def _attempts_and_folds(
+    result: RunResult,
+) -> tuple[list[tuple[TaskState, Attempt]], list[_Fold]]:
     """Attempts drawn one bar each, and folds: one bar per worker for each big map."""
     big = {row.name: result.map_items(row.name) for row in result.summary_rows()
            if not row.item and len(result.map_items(row.name)) > FOLD_ITEMS}
@@ -252,10 +329,10 @@ def _attempt_key(state: TaskState, attempt: Attempt) -> str:
 def _attempt_tip(state: TaskState, attempt: Attempt, key: str) -> str:
     lines = [
         f"{state.name} — attempt {attempt.number} of {state.attempts}",
-        f"{STYLES[key].label} in {_seconds(attempt.duration)} on {attempt.worker}",
+        f"{STYLES[key].label} in {seconds(attempt.duration)} on {attempt.worker}",
     ]
     if attempt.error is not None:
-        lines.append(f"{type(attempt.error).__name__}: {_clip(str(attempt.error), 300)}")
+        lines.append(f"{type(attempt.error).__name__}: {clip(str(attempt.error), 300)}")
     return "\n".join(lines)
 
 
@@ -279,28 +356,39 @@ def _tick_text(offset: float, span: float) -> str:
 # --- summary table -----------------------------------------------------------------
 
 
-def _table(result: RunResult) -> str:
-    rows = []
-    for row in result.summary_rows():  # a mapped task's items folded into its row
+def _rows(result: RunResult) -> list[Row]:
+    return [
+        Row(row.name, None, "", 0, None, "", row.item) if row.status is None else
+        Row(row.name, style_key(row.status), row.status.value, row.attempts, row.duration,
+            row.cause, row.item)
+        for row in result.summary_rows()  # a mapped task's items folded into its row
+    ]
+
+
+def task_table(rows: Iterable[Row], href: Link | None = None) -> str:
+    """The summary table: task, status, attempts, duration, cause; names linked by ``href``."""
+    out = []
+    for row in rows:
         item = ' class="item"' if row.item else ""
-        if row.status is None:  # "… and N more failed"
-            rows.append(f'<tr{item}><td colspan="5">{_esc(row.name)}</td></tr>')
+        if row.key is None:  # "… and N more failed"
+            out.append(f'<tr{item}><td colspan="5">{_esc(row.name)}</td></tr>')
             continue
-        style = STYLES[style_key(row.status)]
-        rows.append(
+        url = href(row.name) if href is not None else None
+        name = _esc(row.name) if url is None else f'<a href="{_esc(url)}">{_esc(row.name)}</a>'
+        duration = "" if row.duration is None else seconds(row.duration)
+        out.append(
             f"<tr{item}>"
-            f"<td>{_esc(row.name)}</td>"
-            f'<td><span class="status" style="background:{style.fill};color:{style.text};'
-            f'border-color:{style.stroke}">{_esc(row.status.value.replace("_", " "))}</span></td>'
+            f"<td>{name}</td>"
+            f"<td>{badge(row.status.replace('_', ' '), row.key)}</td>"
             f'<td class="num">{row.attempts:,}</td>'
-            f'<td class="num">{_seconds(row.duration)}</td>'
-            f"<td>{_esc(_clip(row.cause, 200))}</td>"
+            f'<td class="num">{duration}</td>'
+            f"<td>{_esc(clip(row.cause, 200))}</td>"
             "</tr>"
         )
     return (
         '<table class="summary"><thead><tr><th>task</th><th>status</th><th>attempts</th>'
         "<th>duration</th><th>cause</th></tr></thead><tbody>"
-        + "".join(rows)
+        + "".join(out)
         + "</tbody></table>"
     )
 
@@ -311,7 +399,26 @@ _BOX_W, _BOX_H, _COL_GAP, _ROW_GAP, _PAD = 140, 28, 48, 12, 12
 
 
 def _graph(result: RunResult) -> str:
-    graph = result.graph
+    keys, tips = {}, {}
+    for name, state in result.states.items():
+        keys[name] = style_key(state.status)
+        cause = cause_text(state)
+        tips[name] = (
+            f"{name}: {STYLES[keys[name]].label}, {state.attempts} attempt(s), "
+            f"{seconds(state.duration)}" + (f"\n{cause}" if cause else "")
+        )
+    return graph_svg(result.graph, keys, tips)
+
+
+def graph_svg(
+    graph: Mapping[str, Sequence[str]],
+    keys: Mapping[str, str],
+    tips: Mapping[str, str],
+    href: Link | None = None,
+) -> str:
+    """A picture of ``graph`` (task -> upstream names), each box coloured by its
+    :data:`~flowkit.render.STYLES` key in ``keys`` (``not_run`` when absent), with
+    ``tips`` as tooltips and, with ``href``, each box a link."""
     if len(graph) > GRAPH_LIMIT:
         return (
             f'<p class="note">The DAG has {len(graph)} tasks, too many to draw legibly here '
@@ -333,22 +440,18 @@ def _graph(result: RunResult) -> str:
         f'<path class="edge" d="{path}" marker-end="url(#arrow)"/>' for path in layout.edge_paths()
     ]
     for name in graph:
-        state = result.states.get(name)
-        key = style_key(state.status if state is not None else None)
-        style = STYLES[key]
+        key = keys.get(name, "not_run")
+        style = STYLES.get(key, STYLES["not_run"])
         bx, by = layout.box[name]
-        tip = name
-        if state is not None:
-            cause = cause_text(state)
-            tip += f": {style.label}, {state.attempts} attempt(s), {_seconds(state.duration)}"
-            tip += f"\n{cause}" if cause else ""
-        out.append(
-            f'<g class="node {key}"><title>{_esc(tip)}</title>'
+        node = (
+            f'<g class="node {_esc(key)}"><title>{_esc(tips.get(name, name))}</title>'
             f'<rect x="{bx:.1f}" y="{by:.1f}" width="{_BOX_W}" height="{_BOX_H}" rx="6" '
             f'fill="{style.fill}" stroke="{style.stroke}"/>'
             f'<text x="{bx + _BOX_W / 2:.1f}" y="{by + _BOX_H / 2 + 4:.1f}" '
-            f'text-anchor="middle" fill="{style.text}">{_esc(_clip(name, 19))}</text></g>'
+            f'text-anchor="middle" fill="{style.text}">{_esc(clip(name, 19))}</text></g>'
         )
+        url = href(name) if href is not None else None
+        out.append(node if url is None else f'<a href="{_esc(url)}">{node}</a>')
     out.append("</svg>")
     return '<div class="scroll">' + "".join(out) + "</div>"
 
@@ -478,20 +581,31 @@ def _topological(graph: Mapping[str, Sequence[str]]) -> Iterable[str]:
 # --- errors ------------------------------------------------------------------------
 
 
-def _errors(result: RunResult) -> str:
-    failed = [s for s in result.states.values() if s.status is Status.FAILED and s.error]
-    if not failed:
+def _failures(result: RunResult) -> list[ErrorText]:
+    found: list[ErrorText] = []
+    for state in result.states.values():
+        if state.status is Status.FAILED and state.error is not None:
+            if len(found) >= ERRORS_SHOWN:  # only counted from here on: no traceback built
+                found.append(ErrorText(state.name, "", ""))
+                continue
+            summary = f"{type(state.error).__name__}: {clip(str(state.error), 200)}"
+            text = "".join(traceback.format_exception(state.error))
+            found.append(ErrorText(state.name, summary, text))
+    return found
+
+
+def errors(failures: Sequence[ErrorText]) -> str:
+    """The "Errors" section: one collapsible traceback per failure, at most
+    :data:`ERRORS_SHOWN`, then how many more ("" for none)."""
+    if not failures:
         return ""
-    items = []
-    for state in failed[:ERRORS_SHOWN]:
-        assert state.error is not None
-        text = "".join(traceback.format_exception(state.error))
-        items.append(
-            f"<details><summary>{_esc(state.name)} — {_esc(type(state.error).__name__)}: "
-            f"{_esc(_clip(str(state.error), 200))}</summary><pre>{_esc(text)}</pre></details>"
-        )
-    if len(failed) > ERRORS_SHOWN:
-        items.append(f'<p class="note">… and {len(failed) - ERRORS_SHOWN:,} more failed '
+    items = [
+        f"<details><summary>{_esc(f.name)} — {_esc(f.summary)}</summary>"
+        f"<pre>{_esc(f.text)}</pre></details>"
+        for f in failures[:ERRORS_SHOWN]
+    ]
+    if len(failures) > ERRORS_SHOWN:
+        items.append(f'<p class="note">… and {len(failures) - ERRORS_SHOWN:,} more failed '
                      "task(s), not shown: the table above counts them.</p>")
     return '<h2>Errors</h2><div class="errors">' + "".join(items) + "</div>"
 
@@ -499,17 +613,19 @@ def _errors(result: RunResult) -> str:
 # --- small things ------------------------------------------------------------------
 
 
-def _seconds(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.1f} ms"
-    if seconds < 120:
-        return f"{seconds:.2f} s"
-    minutes, rest = divmod(int(seconds), 60)
+def seconds(value: float) -> str:
+    """A duration for people: ``12.3 ms``, ``4.56 s``, ``3:07``, ``1:02:03``."""
+    if value < 1:
+        return f"{value * 1000:.1f} ms"
+    if value < 120:
+        return f"{value:.2f} s"
+    minutes, rest = divmod(int(value), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{rest:02d}" if minutes >= 60 else \
         f"{minutes}:{rest:02d}"
 
 
-def _clip(text: str, width: int) -> str:
+def clip(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
     text = " ".join(text.split())
     return text if len(text) <= width else text[: max(width - 1, 1)] + "…"
 
@@ -523,7 +639,7 @@ def _natural(text: str) -> tuple[tuple[int, str, int], ...]:
     )
 
 
-_CSS = """
+CSS = """
 :root { color-scheme: light; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        color: #1f2933; margin: 24px 32px; background: #fff; }

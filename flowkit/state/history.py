@@ -386,8 +386,9 @@ class HistoryIndex:
 # --- reading: records for users -----------------------------------------------------------
 
 
-def run_record(run: HistoryRun) -> RunRecord:
-    """The :class:`RunRecord` of a stored run, its status settled (see the module docs)."""
+def run_record(run: HistoryRun, *, full: bool = True) -> RunRecord:
+    """The :class:`RunRecord` of a stored run, its status settled (see the module docs);
+    without its params and graph unless ``full`` (a quick listing)."""
     head, end = run.head, run.end
     if end is not None:
         status, ended = end.status, _time(end.ended)
@@ -399,16 +400,17 @@ def run_record(run: HistoryRun) -> RunRecord:
         status=status,
         started=_when(head.started),
         ended=ended,
-        params=dict(head.params),
-        tasks={t.name: _task_record(t) for t in run.tasks},
+        params=dict(head.params) if full else {},
+        tasks={t.name: task_record(t) for t in run.tasks} if run.tasks else {},
         flowkit_version=head.version,
         host=head.host,
         pid=head.pid,
-        graph={name: tuple(ups) for name, ups in head.graph.items()},
+        graph={name: tuple(ups) for name, ups in head.graph.items()} if full else {},
     )
 
 
-def _task_record(t: TaskEnd) -> TaskRecord:
+def task_record(t: TaskEnd) -> TaskRecord:
+    """The :class:`TaskRecord` of a stored task record."""
     return TaskRecord(
         status=t.status,
         attempts=t.attempts,

@@ -48,7 +48,14 @@ from flowkit.state.cachekey import (
     inputs_digest,
     task_version,
 )
-from flowkit.state.history import DEFAULT_KEEP, RunEnd, RunRecord, TaskEnd, TaskStats
+from flowkit.state.history import (
+    DEFAULT_KEEP,
+    RunEnd,
+    RunRecord,
+    TaskEnd,
+    TaskRecord,
+    TaskStats,
+)
 from flowkit.state.stores import CacheEntry, MemoryStore, Outcome, Store
 from flowkit.task import Task
 
@@ -646,8 +653,8 @@ class StateManager:
 
         Args:
             limit: at most this many runs.
-            tasks: ``False`` leaves the task records out (``tasks`` is then
-                empty), for a quick listing of many runs.
+            tasks: ``False`` leaves the task records, the params and the graph
+                out (they are then empty), for a quick listing of many runs.
 
         Raises:
             StateError: the state file is unreadable, or ``limit`` is not an int >= 0.
@@ -657,7 +664,9 @@ class StateManager:
         with self._lock:
             found = self._store.history_runs(dag, limit, tasks=tasks)
             self._release()
-        return [self._settled(_history.run_record(run), tasks=tasks) for run in found]
+        return [
+            self._settled(_history.run_record(run, full=tasks), tasks=tasks) for run in found
+        ]
 
     def _settled(self, record: RunRecord, *, tasks: bool) -> RunRecord:
         """``record``, read again if it looks interrupted: its process may have ended
@@ -670,7 +679,7 @@ class StateManager:
             self._release()
         if again is None or again.end is None:
             return record
-        fresh = _history.run_record(again)
+        fresh = _history.run_record(again, full=tasks)
         return fresh if tasks else dataclasses.replace(fresh, tasks={})
 
     def get_run(self, run_id: str) -> RunRecord | None:
@@ -692,6 +701,18 @@ class StateManager:
             found = self._store.history_tasks(dag, name)
             self._release()
         return _history.task_stats(found)
+
+    def task_history(
+        self, name: str, dag: str | None = None, limit: int | None = None
+    ) -> list[tuple[str, TaskRecord]]:
+        """The records of task ``name`` in the recorded runs (of ``dag``, or of every
+        DAG), newest first, as ``(run_id, record)`` pairs; at most ``limit``."""
+        with self._lock:
+            found = self._store.history_tasks(dag, name)
+            self._release()
+        if limit is not None:
+            found = found[:limit]
+        return [(end.run_id, _history.task_record(end)) for end in found]
 
     def expected_durations(self, dag_name: str) -> dict[str, float]:
         """Each task's median duration (seconds) over the successful runs of it

@@ -380,7 +380,7 @@ class SQLiteStore(Store):
     # --- run history ----------------------------------------------------------------
 
     def history_start(self, head: RunHead, tasks: Iterable[TaskEnd] = ()) -> None:
-        graph = json.dumps(head.graph, separators=(",", ":"), sort_keys=True)
+        graph = json.dumps(head.graph, separators=(",", ":"))
         digest = hashlib.sha256(graph.encode()).hexdigest()[:40]
         params = json.dumps(head.params, separators=(",", ":"))
         with self._tx(write=True) as db:
@@ -416,13 +416,17 @@ class SQLiteStore(Store):
         self, dag: str | None = None, limit: int | None = None, *, tasks: bool = True
     ) -> list[HistoryRun]:
         where, args = ("WHERE dag = ?", [dag]) if dag is not None else ("", [])
-        runs = f"SELECT {_RUN_COLUMNS} FROM history_runs {where} ORDER BY seq DESC LIMIT ?"
+        # A quick listing (no tasks) leaves out the params and the graph too.
+        columns = _RUN_COLUMNS if tasks else _RUN_COLUMNS.replace("params, graph", "NULL, NULL")
+        runs = f"SELECT {columns} FROM history_runs {where} ORDER BY seq DESC LIMIT ?"
         with self._tx(write=False) as db:
             if self._version < 2:
                 return []
             rows = db.execute(runs, (*args, -1 if limit is None else limit)).fetchall()
+            if not tasks:
+                return [self._run(db, row, []) for row in rows]
             found: dict[int, list[TaskEnd]] = {row[0]: [] for row in rows}
-            if tasks and rows:
+            if rows:
                 for row in db.execute(
                     f"SELECT run_seq, r.run_id, {_TASK_COLUMNS} FROM history_tasks AS t "
                     f"JOIN ({runs}) AS r ON r.seq = t.run_seq",
@@ -465,13 +469,14 @@ class SQLiteStore(Store):
         self, db: sqlite3.Connection, row: tuple[Any, ...], tasks: list[TaskEnd]
     ) -> HistoryRun:
         _, run_id, dag, started, params, digest, version, host, pid, token, status, ended = row
-        graph = self._graphs.get(digest)
+        graph = self._graphs.get(digest) if digest is not None else {}
         if graph is None:
             found = db.execute("SELECT graph FROM history_graphs WHERE hash = ?", (digest,))
             text = found.fetchone()
             graph = self._graphs[digest] = self._load(text[0]) if text is not None else {}
         head = RunHead(
-            run_id, dag, started, self._load(params), graph, version, host, pid, token, 0
+            run_id, dag, started, {} if params is None else self._load(params), graph, version,
+            host, pid, token, 0,
         )
         end = None if status is None else RunEnd(run_id, status, ended)
         return HistoryRun(head, tasks, end)
