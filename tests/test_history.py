@@ -114,6 +114,24 @@ def test_runs_filter_by_dag_and_limit(backend: str, tmp_path: Path) -> None:
             state.runs(limit=bad)  # type: ignore[arg-type]
 
 
+def test_run_index_is_a_light_listing(backend: str, tmp_path: Path) -> None:
+    state = _state(backend, tmp_path)
+    ok = _etl().run(executor="sync", state=state)
+    with pytest.raises(TaskExecutionError):
+        _etl(fail=True).run(executor="sync", state=state)
+    other = DAG([Task(lambda: 1, name="a")], name="other").run(executor="sync", state=state)
+    index = state.run_index()
+    assert [(s.run_id, s.dag_name, s.status) for s in index] == [
+        (other.run_id, "other", "success"), (index[1].run_id, "etl", "failed"),
+        (ok.run_id, "etl", "success"),
+    ]
+    full = state.get_run(ok.run_id)
+    assert full is not None and full.ended is not None
+    assert index[2].started == pytest.approx(full.started.timestamp(), abs=1e-5)
+    assert index[2].duration == pytest.approx(full.duration, abs=1e-5)
+    assert [s.run_id for s in state.run_index(dag="other")] == [other.run_id]
+
+
 def test_retention_keeps_the_last_runs_of_each_dag(backend: str, tmp_path: Path) -> None:
     state = _state(backend, tmp_path, history=3)
     a = Task(lambda: 1, name="a")
@@ -337,6 +355,7 @@ def test_a_run_of_a_dead_process_or_another_host(tmp_path: Path) -> None:
         for record in records:
             file.write(json.dumps(record, separators=(",", ":")) + "\n")
     statuses = {r.run_id: r.status for r in StateManager(path).runs()}
+    assert statuses == {s.run_id: s.status for s in StateManager(path).run_index()}
     assert statuses["dead"] == "interrupted"
     assert statuses["reused"] == "interrupted"
     assert statuses["elsewhere"] == "running"

@@ -7,7 +7,7 @@
 - :mod:`flowkit.state.history`: the run history those stores keep.
 """
 
-from flowkit.state.history import RunRecord, TaskRecord, TaskStats
+from flowkit.state.history import RunRecord, RunSummary, TaskRecord, TaskStats
 from flowkit.state.manager import CacheInfo, StateManager
 
-__all__ = ["CacheInfo", "RunRecord", "StateManager", "TaskRecord", "TaskStats"]
+__all__ = ["CacheInfo", "RunRecord", "RunSummary", "StateManager", "TaskRecord", "TaskStats"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,8 @@ __all__ = [
     "RunEnd",
     "RunHead",
     "RunRecord",
+    "RunRow",
+    "RunSummary",
     "TaskEnd",
     "TaskRecord",
     "TaskStats",
@@ -184,6 +185,27 @@ class RunEnd(NamedTuple):
     run_id: str
     status: str
     ended: float
+
+
+class RunSummary(NamedTuple):
+    """A run in a quick listing (:meth:`StateManager.run_index`): enough to filter,
+    count and draw trends. Times are ``time.time()`` values."""
+
+    run_id: str
+    dag_name: str
+    status: str
+    started: float
+    ended: float | None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, ``None`` until it ended."""
+        return None if self.ended is None else self.ended - self.started
+
+
+RunRow = tuple[str, str, float, "float | None", "str | None", str, int, str]
+"""A stored run in a listing: id, DAG, started, ended, status (``None`` until it
+ended), host, pid, token."""
 
 
 class HistoryRun(NamedTuple):
@@ -360,6 +382,17 @@ class HistoryIndex:
             chosen = chosen[:limit]
         return [self._view(self._runs[i], tasks=tasks) for i in chosen]
 
+    def rows(self, dag: str | None) -> list[RunRow]:
+        """A listing of the runs of ``dag`` (of all for ``None``), newest first."""
+        ids: Sequence[str] = list(self._runs) if dag is None else self._by_dag.get(dag, [])
+        found: list[RunRow] = []
+        for run_id in reversed(ids):
+            run = self._runs[run_id]
+            head, end = run.head, run.end
+            found.append((run_id, head.dag, head.started, end and end.ended, end and end.status,
+                          head.host, head.pid, head.token))
+        return found
+
     def run(self, run_id: str) -> HistoryRun | None:
         """One run by id, with its tasks."""
         run = self._runs.get(run_id)
@@ -407,6 +440,17 @@ def run_record(run: HistoryRun, *, full: bool = True) -> RunRecord:
         pid=head.pid,
         graph={name: tuple(ups) for name, ups in head.graph.items()} if full else {},
     )
+
+
+def summaries(rows: Iterable[RunRow]) -> list[RunSummary]:
+    """The :class:`RunSummary` of each row, unfinished runs settled as running or
+    interrupted (see the module docs)."""
+    found = []
+    for run_id, dag, started_at, ended_at, status, host, pid, token in rows:
+        if status is None:
+            status = "running" if alive(run_id, host, pid, token) else "interrupted"
+        found.append(RunSummary(run_id, dag, status, started_at, ended_at))
+    return found
 
 
 def task_record(t: TaskEnd) -> TaskRecord:
@@ -570,7 +614,8 @@ def clip_tail(text: str, limit: int) -> str:
 
 # --- liveness of a run without an end record -------------------------------------------------
 
-_HOST = socket.gethostname()
+# The host name without importing socket (os.uname is what gethostname reads on POSIX).
+_HOST = os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "")
 _TOKEN: list[str] = []  # this process's token, made once
 
 
@@ -597,16 +642,22 @@ def process_token(pid: int) -> str:
 
 def _alive(head: RunHead) -> bool:
     """Whether the process recording ``head``'s run may still be at it."""
-    if head.host != _HOST:
+    return alive(head.run_id, head.host, head.pid, head.token)
+
+
+def alive(run_id: str, host: str, pid: int, token: str) -> bool:
+    """Whether process ``pid`` on ``host`` (told apart by ``token``) may still be
+    recording run ``run_id``."""
+    if host != _HOST:
         return True  # another machine: nothing here can tell
-    if not 0 < head.pid < 2**31:
+    if type(pid) is not int or not 0 < pid < 2**31:
         return False  # a damaged record (and kill(0 or -1) would mean process groups)
-    if head.pid == os.getpid() and head.token == _own_token():
-        return head.run_id in _ACTIVE
+    if pid == os.getpid() and token == _own_token():
+        return run_id in _ACTIVE
     try:
-        os.kill(head.pid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:  # EPERM: it exists, owned by someone else
         pass
-    return not head.token or process_token(head.pid) == head.token
+    return not token or process_token(pid) == token

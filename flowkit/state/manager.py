@@ -52,6 +52,7 @@ from flowkit.state.history import (
     DEFAULT_KEEP,
     RunEnd,
     RunRecord,
+    RunSummary,
     TaskEnd,
     TaskRecord,
     TaskStats,
@@ -681,6 +682,26 @@ class StateManager:
             return record
         fresh = _history.run_record(again, full=tasks)
         return fresh if tasks else dataclasses.replace(fresh, tasks={})
+
+    def run_index(self, dag: str | None = None) -> list[RunSummary]:
+        """Every recorded run (of ``dag``, or of every DAG), newest first, as a light
+        :class:`~flowkit.state.history.RunSummary`: id, DAG, status, start, end.
+
+        Much cheaper than :meth:`runs` for thousands of runs (the web UI lists
+        them so); read a run in full with :meth:`get_run`.
+        """
+        with self._lock:
+            rows = self._store.history_rows(dag)
+            self._release()
+        found = _history.summaries(rows)
+        for i, summary in enumerate(found):
+            if summary.status == "interrupted" and summary.ended is None:
+                with self._lock:  # it may have ended between the read and the look
+                    again = self._store.history_run(summary.run_id)
+                    self._release()
+                if again is not None and again.end is not None:
+                    found[i] = summary._replace(status=again.end.status, ended=again.end.ended)
+        return found
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The recorded run ``run_id``, with its tasks, or ``None`` if there is none."""

@@ -13,13 +13,14 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from flowkit import report
 from flowkit.render import STYLES
-from flowkit.state.history import RunRecord, TaskRecord, TaskStats
-from flowkit.ui.text import cause, failed_tasks, when
+from flowkit.state.history import RunRecord, RunSummary, TaskRecord, TaskStats
+from flowkit.ui.text import cause, when
 
 __all__ = [
     "PAGE_SIZE",
@@ -71,29 +72,34 @@ def runs_url(query: RunsQuery) -> str:
 
 
 def runs_page(
-    title: str, every: Sequence[RunRecord], query: RunsQuery, details: Mapping[str, RunRecord]
+    title: str, every: Sequence[RunSummary], query: RunsQuery, failed: Mapping[str, list[str]]
 ) -> str:
     """The runs page: filters, each DAG's duration trend, a page of runs.
 
     Args:
-        every: every run, newest first, without tasks.
-        details: the runs of this page with their tasks, by id (for failed tasks).
+        every: every run, newest first.
+        failed: the names of the failed tasks of this page's runs, by run id.
     """
     shown = select(every, query)
     pages = max(1, -(-len(shown) // PAGE_SIZE))
-    rows = shown[(query.page - 1) * PAGE_SIZE : query.page * PAGE_SIZE]
+    rows = page_of(shown, query)
     dags = sorted({r.dag_name for r in every})
     body = [
         f"<h1>Runs <small>{len(shown)} of {len(every)}</small></h1>",
         _filters(dags, query),
         _trends(every if query.dag is None else [r for r in every if r.dag_name == query.dag]),
-        _runs_table(rows, details),
+        _runs_table(rows, failed),
         _pager(query, pages),
     ]
     return layout(title, "".join(body))
 
 
-def select(every: Sequence[RunRecord], query: RunsQuery) -> list[RunRecord]:
+def page_of(shown: Sequence[RunSummary], query: RunsQuery) -> Sequence[RunSummary]:
+    """The runs on ``query``'s page."""
+    return shown[(query.page - 1) * PAGE_SIZE : query.page * PAGE_SIZE]
+
+
+def select(every: Sequence[RunSummary], query: RunsQuery) -> list[RunSummary]:
     """The runs ``query`` filters in, newest first."""
     return [
         r for r in every
@@ -121,8 +127,8 @@ def _filters(dags: Sequence[str], query: RunsQuery) -> str:
     )
 
 
-def _trends(runs: Sequence[RunRecord]) -> str:
-    by_dag: dict[str, list[RunRecord]] = {}
+def _trends(runs: Sequence[RunSummary]) -> str:
+    by_dag: dict[str, list[RunSummary]] = {}
     for record in runs:  # newest first
         found = by_dag.setdefault(record.dag_name, [])
         if len(found) < TREND_RUNS:
@@ -137,7 +143,7 @@ def _trends(runs: Sequence[RunRecord]) -> str:
     return f'<h2>Duration trend</h2><div class="trends">{items}</div>'
 
 
-def trend_svg(runs: Sequence[RunRecord], *, width: int = 360, height: int = 56) -> str:
+def trend_svg(runs: Sequence[RunSummary], *, width: int = 360, height: int = 56) -> str:
     """Bars of the durations of ``runs`` (oldest first), coloured by status, each a link."""
     durations = [r.duration or 0.0 for r in runs]
     top = max(durations, default=0.0) or 1.0
@@ -159,21 +165,20 @@ def trend_svg(runs: Sequence[RunRecord], *, width: int = 360, height: int = 56) 
     return "".join(out)
 
 
-def _runs_table(rows: Sequence[RunRecord], details: Mapping[str, RunRecord]) -> str:
+def _runs_table(rows: Sequence[RunSummary], failed: Mapping[str, list[str]]) -> str:
     if not rows:
         return '<p class="note">No run matches.</p>'
     out = []
     for r in rows:
-        failed = failed_tasks(details.get(r.run_id, r))
         duration = "" if r.duration is None else report.seconds(r.duration)
         out.append(
             f'<tr data-run="{_esc(r.run_id)}">'
             f'<td><a href="{_esc(run_url(r.run_id))}"><code>{_esc(r.run_id)}</code></a></td>'
             f'<td><a href="{_esc(runs_url(RunsQuery(dag=r.dag_name)))}">{_esc(r.dag_name)}</a></td>'
             f"<td>{run_badge(r.status)}</td>"
-            f"<td>{_esc(when(r.started))}</td>"
+            f"<td>{_esc(when(datetime.fromtimestamp(r.started, UTC)))}</td>"
             f'<td class="num">{duration}</td>'
-            f"<td>{_esc(report.clip(', '.join(failed), 80))}</td>"
+            f"<td>{_esc(report.clip(', '.join(failed.get(r.run_id, ())), 80))}</td>"
             "</tr>"
         )
     return (

@@ -31,8 +31,9 @@ from typing import Any, TextIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from flowkit.exceptions import FlowkitError
-from flowkit.state import RunRecord, StateManager
-from flowkit.ui import pages
+from flowkit.state import StateManager
+from flowkit.state.history import RunSummary
+from flowkit.ui import pages, text
 
 __all__ = ["UIServer", "serve"]
 
@@ -67,12 +68,12 @@ class UIServer(ThreadingHTTPServer):
         self.state = StateManager(path)
         self.title = os.path.basename(path) or path
         self.loopback = is_loopback(host)
-        self._listing: tuple[object, float, list[RunRecord]] | None = None
+        self._listing: tuple[object, float, list[RunSummary]] | None = None
         self._listing_lock = threading.Lock()
         super().__init__((host, port), _Handler)
 
-    def listing(self) -> list[RunRecord]:
-        """Every run without its tasks, newest first (what the runs page filters).
+    def listing(self) -> list[RunSummary]:
+        """Every run, newest first (what the runs page filters).
 
         Kept while the state file is unchanged, for up to :data:`LISTING_TTL`
         seconds (a run whose process dies changes no file, yet becomes
@@ -85,7 +86,7 @@ class UIServer(ThreadingHTTPServer):
                 time.monotonic() - cached[1] < LISTING_TTL
             ):
                 return cached[2]
-        every = self.state.runs(tasks=False)
+        every = self.state.run_index()
         with self._listing_lock:
             self._listing = (signature, time.monotonic(), every)
         return every
@@ -243,20 +244,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self._missing("That page number is not a number.")
         if runs_query.page < 1:
             return self._missing("Pages are numbered from 1.")
-        state = self.server.state
         every = self.server.listing()
-        shown = pages.select(every, runs_query)
-        first = (runs_query.page - 1) * pages.PAGE_SIZE
-        if first and first >= len(shown):
+        shown = pages.page_of(pages.select(every, runs_query), runs_query)
+        if not shown and runs_query.page > 1:
             return self._missing(f"There is no page {runs_query.page} of these runs.")
-        details = {}
-        for record in shown[first : first + pages.PAGE_SIZE]:
-            if record.status != "success":  # only those can have failed tasks
-                full = state.get_run(record.run_id)
-                if full is not None:
-                    details[record.run_id] = full
+        failed = {}
+        for summary in shown:
+            if summary.status != "success":  # only those can have failed tasks
+                record = self.server.state.get_run(summary.run_id)
+                if record is not None:
+                    failed[summary.run_id] = text.failed_tasks(record)
         return HTTPStatus.OK, "text/html", pages.runs_page(
-            self.server.title, every, runs_query, details
+            self.server.title, every, runs_query, failed
         )
 
     def _run(self, run_id: str) -> tuple[HTTPStatus, str, str]:

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from flowkit.exceptions import StateError
-from flowkit.state.history import HistoryRun, RunEnd, RunHead, TaskEnd
+from flowkit.state.history import HistoryRun, RunEnd, RunHead, RunRow, TaskEnd
 
 __all__ = ["CacheEntry", "Outcome", "Store", "belongs_to", "open_private"]
 
@@ -219,6 +219,11 @@ class Store(abc.ABC):
     def history_run(self, run_id: str) -> HistoryRun | None:
         """One retained run, with its task records, or ``None``."""
         return None
+
+    def history_rows(self, dag: str | None = None) -> list[RunRow]:
+        """A light listing of the retained runs of ``dag`` (of every DAG for ``None``),
+        newest first (see :data:`~flowkit.state.history.RunRow`)."""
+        return []
 
     def history_tasks(self, dag: str | None, name: str | None) -> list[TaskEnd]:
         """The records of task ``name`` (of every task for ``None``) in the retained runs

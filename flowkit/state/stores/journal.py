@@ -46,6 +46,7 @@ from flowkit.state.history import (
     HistoryRun,
     RunEnd,
     RunHead,
+    RunRow,
     TaskEnd,
     end_to_data,
     head_to_data,
@@ -389,6 +390,10 @@ class JSONStore(Store):
     def history_run(self, run_id: str) -> HistoryRun | None:
         with self._lock:
             return self._reader.index().run(run_id)
+
+    def history_rows(self, dag: str | None = None) -> list[RunRow]:
+        with self._lock:
+            return self._reader.index().rows(dag)
 
     def history_tasks(self, dag: str | None, name: str | None) -> list[TaskEnd]:
         with self._lock:

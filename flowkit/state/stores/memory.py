@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from flowkit.state.history import HistoryIndex, HistoryRun, RunEnd, RunHead, TaskEnd
+from flowkit.state.history import HistoryIndex, HistoryRun, RunEnd, RunHead, RunRow, TaskEnd
 from flowkit.state.stores.base import CacheEntry, Outcome, Store, belongs_to
 
 __all__ = ["MemoryStore"]
@@ -92,6 +92,9 @@ class MemoryStore(Store):
 
     def history_run(self, run_id: str) -> HistoryRun | None:
         return self._history.run(run_id)
+
+    def history_rows(self, dag: str | None = None) -> list[RunRow]:
+        return self._history.rows(dag)
 
     def history_tasks(self, dag: str | None, name: str | None) -> list[TaskEnd]:
         return self._history.task_ends(dag, name)

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from flowkit.exceptions import StateError
-from flowkit.state.history import HistoryRun, RunEnd, RunHead, TaskEnd
+from flowkit.state.history import HistoryRun, RunEnd, RunHead, RunRow, TaskEnd
 from flowkit.state.stores.base import CacheEntry, Outcome, Store, open_private
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -434,6 +434,17 @@ class SQLiteStore(Store):
                 ):
                     found[row[0]].append(self._task_end(row[1:]))
             return [self._run(db, row, found[row[0]]) for row in rows]
+
+    def history_rows(self, dag: str | None = None) -> list[RunRow]:
+        where, args = ("WHERE dag = ?", (dag,)) if dag is not None else ("", ())
+        with self._tx(write=False) as db:
+            if self._version < 2:
+                return []
+            return db.execute(
+                "SELECT run_id, dag, started, ended, status, host, pid, token FROM history_runs "
+                f"{where} ORDER BY seq DESC",
+                args,
+            ).fetchall()
 
     def history_run(self, run_id: str) -> HistoryRun | None:
         with self._tx(write=False) as db:
