@@ -255,12 +255,34 @@ def head_from_data(rec: Mapping[str, Any]) -> RunHead:
 
 def task_from_data(rec: Mapping[str, Any]) -> TaskEnd:
     """The :class:`TaskEnd` of a ``"ht"`` object; ``ValueError`` if it is malformed."""
-    return TaskEnd(
-        _str(rec["run_id"]), _str(rec["name"]), _str(rec["status"]), _int(rec["attempts"]),
-        _opt(_num, rec.get("duration")), _opt(_num, rec.get("started")),
-        _opt(_num, rec.get("ended")), _opt(_str, rec.get("cause")),
-        _opt(_str, rec.get("reason")), _opt(_str, rec.get("error_type")),
-        _opt(_str, rec.get("error")), _opt(_str, rec.get("traceback")),
+    get = rec.get
+    fields = (
+        rec["run_id"], rec["name"], rec["status"], rec["attempts"], get("duration"),
+        get("started"), get("ended"), get("cause"), get("reason"), get("error_type"),
+        get("error"), get("traceback"),
+    )
+    # Plain type tests, unrolled: this runs for every task of every run read.
+    kinds = tuple(map(type, fields))
+    if kinds not in _TASK_KINDS and not _task_kinds_ok(kinds):
+        raise ValueError(f"a task record of unexpected types: {fields!r:.200}")
+    return TaskEnd._make(fields)
+
+
+_NUMBER = (float, int, type(None))
+_TEXT = (str, type(None))
+# The shapes of most records (a success, a skip, a failure), known good at a glance.
+_TASK_KINDS = {
+    (str, str, str, int, float, float, float, *(type(None),) * 5),
+    (str, str, str, int, *(type(None),) * 8),
+    (str, str, str, int, type(None), type(None), type(None), str, str, *(type(None),) * 3),
+    (str, str, str, int, float, float, float, *(type(None),) * 2, str, str, str),
+}
+
+
+def _task_kinds_ok(kinds: tuple[type, ...]) -> bool:
+    return (
+        kinds[:3] == (str, str, str) and kinds[3] is int
+        and all(k in _NUMBER for k in kinds[4:7]) and all(k in _TEXT for k in kinds[7:])
     )
 
 
@@ -290,8 +312,6 @@ def _num(value: Any) -> float:
     return float(value)
 
 
-def _opt(check: Any, value: Any) -> Any:
-    return None if value is None else check(value)
 
 
 # --- the in-memory index (memory and JSON stores) ----------------------------------------

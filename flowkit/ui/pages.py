@@ -232,11 +232,11 @@ def run_page(title: str, record: RunRecord) -> str:
         report.task_table((_row(name, record.tasks.get(name)) for name in names), href),
         "<h2>Graph</h2>",
         report.graph_svg(record.graph, keys, tips, href),
-        report.errors(
+        report.errors([
             report.ErrorText(name, f"{t.error_type}: {report.clip(t.error or '', 200)}",
                              t.traceback or f"{t.error_type}: {t.error}")
             for name, t in record.tasks.items() if t.status == "failed" and t.error_type
-        ),
+        ]),
     ]
     return layout(title, "".join(body), live=live)
 
