@@ -85,6 +85,8 @@ def test_every_store_records_each_run(backend: str, tmp_path: Path) -> None:
     after = failed.tasks["load"]
     assert (after.status, after.cause, after.duration) == ("upstream_failed", "transform", None)
     assert state.get_run(ok.run_id) == good
+    quick = state.runs(tasks=False)[1]  # what backfills compare partitions with
+    assert (quick.params, quick.tasks, quick.graph) == ({"day": "2026-01-02"}, {}, {})
     assert state.get_run("no-such-run") is None
 
 

@@ -441,7 +441,7 @@ class HistoryIndex:
 
 def run_record(run: HistoryRun, *, full: bool = True) -> RunRecord:
     """The :class:`RunRecord` of a stored run, its status settled (see the module docs);
-    without its params and graph unless ``full`` (a quick listing)."""
+    without its graph unless ``full`` (a quick listing)."""
     head, end = run.head, run.end
     if end is not None:
         status, ended = end.status, _time(end.ended)
@@ -453,7 +453,7 @@ def run_record(run: HistoryRun, *, full: bool = True) -> RunRecord:
         status=status,
         started=_when(head.started),
         ended=ended,
-        params=dict(head.params) if full else {},
+        params=dict(head.params),
         tasks={t.name: task_record(t) for t in run.tasks} if run.tasks else {},
         flowkit_version=head.version,
         host=head.host,

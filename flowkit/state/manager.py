@@ -654,8 +654,8 @@ class StateManager:
 
         Args:
             limit: at most this many runs.
-            tasks: ``False`` leaves the task records, the params and the graph
-                out (they are then empty), for a quick listing of many runs.
+            tasks: ``False`` leaves the task records and the graph out (both
+                are then empty), for a quick listing of many runs.
 
         Raises:
             StateError: the state file is unreadable, or ``limit`` is not an int >= 0.

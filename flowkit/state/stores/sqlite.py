@@ -416,8 +416,8 @@ class SQLiteStore(Store):
         self, dag: str | None = None, limit: int | None = None, *, tasks: bool = True
     ) -> list[HistoryRun]:
         where, args = ("WHERE dag = ?", [dag]) if dag is not None else ("", [])
-        # A quick listing (no tasks) leaves out the params and the graph too.
-        columns = _RUN_COLUMNS if tasks else _RUN_COLUMNS.replace("params, graph", "NULL, NULL")
+        # A quick listing (no tasks) leaves out the graph too.
+        columns = _RUN_COLUMNS if tasks else _RUN_COLUMNS.replace("graph", "NULL")
         runs = f"SELECT {columns} FROM history_runs {where} ORDER BY seq DESC LIMIT ?"
         with self._tx(write=False) as db:
             if self._version < 2:
