@@ -10,7 +10,6 @@ driver's peak memory tells whether they did.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import os
 import re
@@ -26,7 +25,6 @@ distributed = pytest.importorskip(
     reason="dask.distributed is not installed: pip install 'dask[distributed]' "
     "(or poetry install --with dist)",
 )
-import dask  # noqa: E402  (installed with distributed)
 from file_counter import bump  # noqa: E402
 
 from flowkit import (  # noqa: E402
@@ -139,23 +137,9 @@ class PeakGrowth:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """Two single-threaded worker processes; a dying worker fails its call at once."""
-    if not os.path.exists("/proc/self/clear_refs"):
-        pytest.skip("these tests measure the driver's memory through /proc (Linux)")
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        local = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=logging.CRITICAL,
-        )
-    try:
-        yield local
-    finally:
-        local.close()
+def cluster(dask_cluster: Any) -> Any:
+    """The session's two single-threaded worker processes (see conftest.py)."""
+    return dask_cluster
 
 
 @pytest.fixture(scope="module")
@@ -168,9 +152,11 @@ def client(cluster: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def executor(client: Any) -> Iterator[Any]:
-    yield client.get_executor()
-    client.wait_for_workers(2, timeout=30)  # a test that killed a worker waits for its return
+def executor(client: Any) -> Any:
+    # A test that killed a worker waits for its return here, not when it ends:
+    # that test is the module's last, so nothing waits for it.
+    client.wait_for_workers(2, timeout=30)
+    return client.get_executor()
 
 
 def chain(size: int, steps: int) -> list[Task[bytes, bytes]]:
@@ -340,21 +326,6 @@ def test_fail_fast_on_remote_values(executor: Any) -> None:
     assert run["big"] == b"\x00" * 1_000
 
 
-def test_a_worker_killed_mid_run_fails_the_attempt_and_the_retry_runs(
-    executor: Any, tmp_path: Path
-) -> None:
-    big = Task(functools.partial(produce, SIZE), name="big")
-    victim = Task(functools.partial(die_once_length, str(tmp_path)), name="victim", retries=1)
-    big >> victim
-    run = DAG([victim]).run(executor=executor)
-    state = run.states["victim"]
-    assert state.status is Status.SUCCESS and state.attempts == 2
-    first_error = state.history[0].error
-    assert isinstance(first_error, TaskExecutionError)
-    assert "Dask worker running task 'victim' died" in str(first_error)
-    assert run["victim"] == SIZE  # the input was recomputed if it died with the worker
-
-
 # --- the same DAG, the same results ------------------------------------------------------
 
 
@@ -490,3 +461,21 @@ def test_the_worker_side_of_an_attempt() -> None:
     assert backend.describe(spec(length), b"abc", False, 2) == (None, 3, False, None)
     assert backend.describe(spec(length), 7, True, -1)[0] == "int"
     assert backend.describe(spec(length), iter([1, 2]), True, -1)[0] == 2
+
+
+# --- last: a worker dies (the next test would wait for its replacement) -------------
+
+
+def test_a_worker_killed_mid_run_fails_the_attempt_and_the_retry_runs(
+    executor: Any, tmp_path: Path
+) -> None:
+    big = Task(functools.partial(produce, SIZE), name="big")
+    victim = Task(functools.partial(die_once_length, str(tmp_path)), name="victim", retries=1)
+    big >> victim
+    run = DAG([victim]).run(executor=executor)
+    state = run.states["victim"]
+    assert state.status is Status.SUCCESS and state.attempts == 2
+    first_error = state.history[0].error
+    assert isinstance(first_error, TaskExecutionError)
+    assert "Dask worker running task 'victim' died" in str(first_error)
+    assert run["victim"] == SIZE  # the input was recomputed if it died with the worker

@@ -96,25 +96,14 @@ def remote_pid() -> int:
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    """A LocalCluster of two single-threaded worker processes, and a client on it."""
-    # Give up on a call at the first worker death, so a killed worker surfaces
-    # as KilledWorker at once (flowkit's retries decide) instead of dask rerunning it.
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken
-            silence_logs=logging.CRITICAL,
-        )
-    dask_client = distributed.Client(cluster, set_as_default=False)
+def client(dask_cluster: Any) -> Iterator[Any]:
+    """A client on the session's cluster (see conftest.py), ready with two workers."""
+    dask_client = distributed.Client(dask_cluster, set_as_default=False)
     try:
+        dask_client.wait_for_workers(2, timeout=30)
         yield dask_client
     finally:
         dask_client.close()
-        cluster.close()
 
 
 @pytest.fixture
