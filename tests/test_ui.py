@@ -312,3 +312,35 @@ def test_runs_come_fifty_to_a_page(tmp_path: Path) -> None:
     assert re.findall(r'data-run="([^"]+)"', second) == ids[4::-1]
     assert "page 1 of 2" in first and 'href="/?page=2"' in first
     assert "page 2 of 2" in second and 'href="/"' in second
+
+
+def test_a_big_map_is_folded_into_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+
+    @task
+    def numbers() -> list[int]:
+        return list(range(30))
+
+    @task
+    def check(x: int) -> int:
+        if x in (3, 4, 5, 6, 7, 8, 9):
+            raise ValueError(f"bad {x}")
+        return x
+
+    numbers >> check.map()
+    with pytest.raises(TaskExecutionError):
+        DAG(name="mapped").run(executor="sync", state=StateManager(path), fail_fast=False)
+    (record,) = StateManager(path).runs()
+    ui = UIServer(str(path), "127.0.0.1", 0)
+    thread = threading.Thread(target=ui.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, page, _ = _get(ui.url + "runs/" + record.run_id)
+    finally:
+        ui.shutdown()
+        ui.server_close()
+    assert status == 200
+    assert "30 items: 7 failed, 23 success" in page
+    assert page.count('<tr class="item">') == 6  # five failed items, then how many more
+    assert "… and 2 more failed items" in page
+    assert "check (30 items)" in page  # one timeline bar for the whole map

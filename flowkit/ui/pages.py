@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import html
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from flowkit import report
+from flowkit.outcome import item_of
 from flowkit.render import STYLES
 from flowkit.state.history import RunRecord, RunSummary, TaskRecord, TaskStats
 from flowkit.ui.text import cause, when
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 PAGE_SIZE = 50
+LISTED_ITEMS = 5  # failed items of a mapped task listed under it
 TREND_RUNS = 60  # runs drawn in each DAG's duration trend
 
 _esc = escape = html.escape
@@ -229,7 +232,7 @@ def run_page(title: str, record: RunRecord) -> str:
         "<h2>Timeline</h2>",
         report.timeline(*_bars(record)),
         "<h2>Tasks</h2>",
-        report.task_table((_row(name, record.tasks.get(name)) for name in names), href),
+        report.task_table(table_rows(record, names), href),
         "<h2>Graph</h2>",
         report.graph_svg(record.graph, keys, tips, href),
         report.errors([
@@ -295,22 +298,74 @@ def _tip(name: str, task: TaskRecord) -> str:
     return text + (f"\n{why}" if why else "")
 
 
+def items_of(record: RunRecord) -> dict[str, list[tuple[str, TaskRecord]]]:
+    """The recorded items of each mapped task of the run, by the task's name."""
+    found: dict[str, list[tuple[str, TaskRecord]]] = {}
+    for name, task in record.tasks.items():
+        owner = item_of(name)
+        if owner is not None and owner[0] in record.graph:
+            found.setdefault(owner[0], []).append((name, task))
+    return found
+
+
+def table_rows(record: RunRecord, names: Sequence[str]) -> list[report.Row]:
+    """A row per task; a mapped task's items folded into its row (counted by status),
+    its failed items listed after it, as in the HTML report."""
+    items = items_of(record)
+    rows = []
+    for name in names:
+        owner = item_of(name)
+        if owner is not None and owner[0] in items:
+            continue  # an item: folded into its task's row
+        mine = items.get(name)
+        row = _row(name, record.tasks.get(name))
+        if not mine:
+            rows.append(row)
+            continue
+        counts = Counter(t.status for _, t in mine)
+        counted = ", ".join(f"{n:,} {status}" for status, n in sorted(counts.items()))
+        rows.append(row._replace(
+            attempts=sum(t.attempts for _, t in mine),
+            duration=sum(t.duration or 0.0 for _, t in mine),
+            cause=f"{len(mine):,} items: {counted}",
+        ))
+        failed = [(n, t) for n, t in mine if t.status == "failed"]
+        rows += [_row(n, t)._replace(item=True) for n, t in failed[:LISTED_ITEMS]]
+        if len(failed) > LISTED_ITEMS:
+            more = f"… and {len(failed) - LISTED_ITEMS:,} more failed items"
+            rows.append(report.Row(more, None, "", 0, None, "", True))
+    return rows
+
+
 def _bars(record: RunRecord) -> tuple[list[report.Bar], float, float]:
-    """One bar per task that ran, packed into as few lanes as overlap allows (the
-    history keeps no worker names)."""
-    spans = sorted(
-        (t.started.timestamp(), t.ended.timestamp(), name, t)
-        for name, t in record.tasks.items() if t.started is not None and t.ended is not None
-    )
+    """One bar per task that ran (one for all the items of a big map), packed into as
+    few lanes as overlap allows (the history keeps no worker names)."""
+    big = {name: mine for name, mine in items_of(record).items()
+           if len(mine) > report.FOLD_ITEMS}
+    folded = {n for mine in big.values() for n, _ in mine}
+    spans = [
+        (t.started.timestamp(), t.ended.timestamp(), name, task_key(t), _tip(name, t))
+        for name, t in record.tasks.items()
+        if t.started is not None and t.ended is not None and name not in folded
+    ]
+    for name, mine in big.items():
+        ran = [t for _, t in mine if t.started is not None and t.ended is not None]
+        if ran:
+            keys = {task_key(t) for t in ran}
+            key = "failed" if "failed" in keys else "success"
+            spans.append((min(t.started.timestamp() for t in ran),  # type: ignore[union-attr]
+                          max(t.ended.timestamp() for t in ran),  # type: ignore[union-attr]
+                          f"{name} ({len(ran):,} items)", key,
+                          f"{name}: {len(ran):,} items ran between these times"))
+    spans.sort()
     lane_ends: list[float] = []
     bars = []
-    for start, end, name, task in spans:
+    for start, end, label, key, tip in spans:
         lane = next((i for i, last in enumerate(lane_ends) if last <= start), len(lane_ends))
         if lane == len(lane_ends):
             lane_ends.append(end)
         lane_ends[lane] = end
-        bars.append(report.Bar(name, f"lane {lane + 1}", start, end, task_key(task),
-                               _tip(name, task)))
+        bars.append(report.Bar(label, f"lane {lane + 1}", start, end, key, tip))
     begin = record.started.timestamp()
     finish = begin if record.ended is None else record.ended.timestamp()
     return bars, begin, finish
