@@ -1,22 +1,12 @@
 """The run loop: decides, in the calling process, what runs when.
 
-A task becomes *ready* the moment its last upstream task finishes. The
-scheduler then applies, in this order: resume, the trigger rule, the ``when``
-condition, the cache — and only then submits a :class:`~flowkit.backends.base.Call`
-to the backend, which gives it back with its outcome. Retries, retry waits,
-timeouts, fail-fast and hooks are all decided here, identically for every
-backend; workers only call functions (see ``flowkit.worker``).
-
-Three rules keep it readable:
-
-- every status change goes through one function (``flowkit.transitions``), which records it,
-  tells the hooks and releases the downstream tasks it unblocks;
-- every deadline and retry wait is kept on one clock, the run's (``clock=``);
-- the scheduler knows backends only through their contract (``flowkit.backends.base``),
-  and picks the next tasks from one replaceable :class:`ReadyQueue`.
-
-Bookkeeping is O(1) per completion: a counter of unfinished upstream tasks per
-task, index lists for edges, and two heaps for timers (retry waits, deadlines).
+A task becomes *ready* the moment its last upstream task finishes; the scheduler
+then applies resume, the trigger rule, ``when`` and the cache, and only then
+submits a :class:`~flowkit.backends.base.Call`, which the backend gives back with
+its outcome. Retries, waits, timeouts and fail-fast are decided here, the same
+for every backend. Status changes go through ``flowkit.transitions``; deadlines
+and retry waits are kept on the run's one clock; ready work comes from the
+replaceable ``flowkit.ready.ReadyQueue`` (see ARCHITECTURE.md, "The run core").
 """
 
 from __future__ import annotations
@@ -33,11 +23,11 @@ from flowkit.context import RunContext, TaskContext
 from flowkit.exceptions import FlowkitError
 from flowkit.graph import Graph
 from flowkit.hooks import HookDispatcher
+from flowkit.mapping import Unmappable, items_of
 from flowkit.outcome import (
     SKIPPED,
     Attempt,
     Decided,
-    Remote,
     Status,
     TaskState,
     UpstreamFailed,
@@ -307,8 +297,11 @@ class Scheduler(StateMachine):
             self._not_run(i, _SKIPPED, root_cause(source_state),
                           f"upstream task {source_state.name!r} produced nothing to map over")
             return
-        items = self._items_of(i, source, source_state.name)
-        if items is None:
+        try:
+            items = items_of(self.states[i].name, source, source_state.name)
+        except Unmappable as bad:
+            self.states[i].error, self.states[i].reason = bad.error, bad.reason
+            self._move(i, _FAILED)
             return
         first = len(self.states)
         self.expanded[i] = range(first, first + len(items))
@@ -334,33 +327,6 @@ class Scheduler(StateMachine):
                 self._restore(j, *self.restored[self.states[j].name])
             else:
                 self._run_with(j, (item, *extra))
-
-    def _items_of(self, i: int, source: Any, source_name: str) -> list[Any] | None:
-        """The items a mapped task runs over; ``None`` after failing the task."""
-        state = self.states[i]
-        if isinstance(source, Remote):  # its items stay where it lives
-            if isinstance(source.length, Exception):
-                state.error, state.reason = source.length, "its input could not be mapped over"
-                self._move(i, _FAILED)
-                return None
-            return [source.item(k) for k in range(source.length or 0)]
-        try:
-            iterator = iter(source)
-        except TypeError:
-            state.error = TypeError(
-                f"task {state.name!r} is mapped over the result of {source_name!r}, "
-                f"which is a {type(source).__name__}, not an iterable: return a list "
-                "(or any iterable)"
-            )
-            state.reason = "its input could not be mapped over"
-            self._move(i, _FAILED)
-            return None
-        try:
-            return list(iterator)
-        except Exception as exc:  # a generator that raised while it was read
-            state.error, state.reason = exc, f"reading the items of {source_name!r} raised"
-            self._move(i, _FAILED)
-            return None
 
     def _collect(self, i: int) -> None:
         """All items of map node ``i`` ended: its value is their values, in order."""

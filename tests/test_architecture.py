@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "flowkit.graph": 2,
     "flowkit.params": 2,
     "flowkit.ready": 2,
+    "flowkit.mapping": 2,
     "flowkit.run_options": 2,
     "flowkit.executors": 0,
     "flowkit.state": 3,
