@@ -278,6 +278,16 @@ def test_a_mapped_task_gets_its_items_on_the_cluster(executor: Any) -> None:
     assert run.states["lengths[2]"].status is Status.SUCCESS
 
 
+def test_a_map_over_a_mapped_task_maps_its_items(executor: Any) -> None:
+    source = Task(functools.partial(chunks, 3, 10), name="source")
+    doubled = Task(step, name="doubled").map()
+    firsts = Task(first_byte, name="firsts").map()
+    source >> doubled >> firsts
+    run = DAG([firsts]).run(executor=executor)
+    assert run["firsts"] == [1, 2, 3]
+    assert len(run.futures["doubled"]) == 3
+
+
 def test_resume_restores_small_values_and_reruns_big_ones(
     executor: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

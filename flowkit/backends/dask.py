@@ -412,7 +412,11 @@ class DaskBackend(Backend):
 
     def _ran(self, job: _Job, value: DaskValue) -> None:
         task = job.call.task
-        feeds_map = any(d.is_map and d.upstream[0] is task for d in task.downstream)
+        # A mapped task iterates this result (an item's result is not iterated:
+        # a map over a map node iterates the node's list, here).
+        feeds_map = job.call.ctx.task == task.name and any(
+            d.is_map and d.upstream[0] is task for d in task.downstream
+        )
         wanted = self._store_all or job.cache_key is not None
         if not feeds_map and not wanted:
             self._report(job, value)
