@@ -190,8 +190,10 @@ class DaskValue(Remote):
             if client.status not in ("running", "connecting"):
                 raise FlowkitError(
                     f"the value of task {group[0].name!r} stayed on the Dask cluster, and the "
-                    "client that held it is closed: read run results (or gather run.futures) "
-                    "before closing the client"
+                    "client that held it is closed. Read values (or gather run.futures) before "
+                    "closing your client; with executor='dask', whose client closes when the "
+                    "run ends, only the final tasks' values are kept: run on your own client "
+                    "(executor=client.get_executor()) to read the others"
                 )
             try:
                 fetched = client.gather([v.handle for v in group])
