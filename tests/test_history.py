@@ -508,3 +508,21 @@ def test_clear_forgets_the_history(backend: str, tmp_path: Path) -> None:
     assert len(state.runs()) == 1  # invalidating the cache keeps the history
     state.clear()
     assert state.runs() == []
+
+
+@pytest.mark.parametrize("damage", [
+    "UPDATE history_tasks SET attempts = 'many'",
+    "UPDATE history_runs SET started = 'yesterday'",
+    "UPDATE history_runs SET status = 'exploded'",
+])
+def test_a_damaged_history_database_is_reported(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "state.db"
+    _etl().run(executor="sync", state=StateManager(path))
+    with sqlite3.connect(path) as db:
+        db.execute(damage)
+    state = StateManager(path)
+    with pytest.raises(StateError, match="damaged run history"):
+        state.runs()
+    if "history_runs" in damage:  # the listing reads runs only
+        with pytest.raises(StateError, match="damaged run history"):
+            state.run_index()

@@ -256,11 +256,16 @@ def head_from_data(rec: Mapping[str, Any]) -> RunHead:
 def task_from_data(rec: Mapping[str, Any]) -> TaskEnd:
     """The :class:`TaskEnd` of a ``"ht"`` object; ``ValueError`` if it is malformed."""
     get = rec.get
-    fields = (
+    return checked_task((
         rec["run_id"], rec["name"], rec["status"], rec["attempts"], get("duration"),
         get("started"), get("ended"), get("cause"), get("reason"), get("error_type"),
         get("error"), get("traceback"),
-    )
+    ))
+
+
+def checked_task(fields: tuple[Any, ...]) -> TaskEnd:
+    """The :class:`TaskEnd` of the fields read from a store; ``ValueError`` if any
+    has an unexpected type (a damaged or hostile file)."""
     # Plain type tests, unrolled: this runs for every task of every run read.
     kinds = tuple(map(type, fields))
     if kinds not in _TASK_KINDS and not _task_kinds_ok(kinds):

@@ -32,7 +32,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from flowkit.exceptions import StateError
-from flowkit.state.history import HistoryRun, RunEnd, RunHead, RunRow, TaskEnd
+from flowkit.state.history import (
+    RUN_STATUSES,
+    HistoryRun,
+    RunEnd,
+    RunHead,
+    RunRow,
+    TaskEnd,
+    checked_task,
+)
 from flowkit.state.stores.base import CacheEntry, Outcome, Store, open_private
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -440,11 +448,16 @@ class SQLiteStore(Store):
         with self._tx(write=False) as db:
             if self._version < 2:
                 return []
-            return db.execute(
+            rows: list[RunRow] = db.execute(
                 "SELECT run_id, dag, started, ended, status, host, pid, token FROM history_runs "
                 f"{where} ORDER BY seq DESC",
                 args,
             ).fetchall()
+        for row in rows:
+            if not (isinstance(row[2], float | int) and (row[3] is None or isinstance(
+                    row[3], float | int)) and (row[4] is None or row[4] in RUN_STATUSES)):
+                raise self._damaged_history(ValueError(f"a run of unexpected types: {row!r:.200}"))
+        return rows
 
     def history_run(self, run_id: str) -> HistoryRun | None:
         with self._tx(write=False) as db:
@@ -480,6 +493,12 @@ class SQLiteStore(Store):
         self, db: sqlite3.Connection, row: tuple[Any, ...], tasks: list[TaskEnd]
     ) -> HistoryRun:
         _, run_id, dag, started, params, digest, version, host, pid, token, status, ended = row
+        if not (
+            isinstance(started, float | int) and type(pid) is int
+            and all(isinstance(v, str) for v in (run_id, dag, version, host, token))
+            and (status is None or (status in RUN_STATUSES and isinstance(ended, float | int)))
+        ):
+            raise self._damaged_history(ValueError(f"a run of unexpected types: {row!r:.200}"))
         graph = self._graphs.get(digest) if digest is not None else {}
         if graph is None:
             found = db.execute("SELECT graph FROM history_graphs WHERE hash = ?", (digest,))
@@ -492,9 +511,18 @@ class SQLiteStore(Store):
         end = None if status is None else RunEnd(run_id, status, ended)
         return HistoryRun(head, tasks, end)
 
-    @staticmethod
-    def _task_end(row: tuple[Any, ...]) -> TaskEnd:
-        return TaskEnd(*row)
+    def _task_end(self, row: tuple[Any, ...]) -> TaskEnd:
+        try:
+            return checked_task(row)
+        except ValueError as exc:
+            raise self._damaged_history(exc) from None
+
+    def _damaged_history(self, exc: ValueError) -> StateError:
+        return StateError(
+            f"state database {self.path!r} holds a damaged run history record ({exc}). "
+            "Clear the state, or move the file away to start afresh.",
+            path=self.path,
+        )
 
     def end_run(self, dag: str, run_id: str) -> None:
         with self._lock:
