@@ -583,13 +583,15 @@ def task_end(run_id: str, state: TaskState, status: Status) -> TaskEnd:
         message = clip(_text(error), _ERROR_LIMIT)
         if status is Status.FAILED:  # rare, and worth the whole story
             trace = clip_tail(_text(error, full=True), _TRACEBACK_LIMIT)
-    return TaskEnd(
+    # tuple.__new__ directly: a named tuple's own __new__ is Python code, and
+    # this runs once per task of every run.
+    return tuple.__new__(TaskEnd, (
         run_id, state.name, status.value, state.attempts,
         state.duration if attempts else None,
         attempts[0].started_at if attempts else None,
         attempts[-1].finished_at if attempts else None,
         state.cause, state.reason, error_type, message, trace,
-    )
+    ))
 
 
 def restored_end(run_id: str, name: str, status: Status, previous: str) -> TaskEnd:
