@@ -340,6 +340,22 @@ def table_rows(record: RunRecord, names: Sequence[str]) -> list[report.Row]:
 def _bars(record: RunRecord) -> tuple[list[report.Bar], float, float]:
     """One bar per task that ran (one for all the items of a big map), packed into as
     few lanes as overlap allows (the history keeps no worker names)."""
+    spans = sorted(_spans(record))
+    lane_ends: list[float] = []
+    bars = []
+    for start, end, label, key, tip in spans:
+        lane = next((i for i, last in enumerate(lane_ends) if last <= start), len(lane_ends))
+        if lane == len(lane_ends):
+            lane_ends.append(end)
+        lane_ends[lane] = end
+        bars.append(report.Bar(label, f"lane {lane + 1}", start, end, key, tip))
+    begin = record.started.timestamp()
+    finish = begin if record.ended is None else record.ended.timestamp()
+    return bars, begin, finish
+
+
+def _spans(record: RunRecord) -> list[tuple[float, float, str, str, str]]:
+    """``(start, end, label, style key, tip)`` of each task that ran, a big map's items as one."""
     big = {name: mine for name, mine in items_of(record).items()
            if len(mine) > report.FOLD_ITEMS}
     folded = {n for mine in big.values() for n, _ in mine}
@@ -357,18 +373,7 @@ def _bars(record: RunRecord) -> tuple[list[report.Bar], float, float]:
                           max(t.ended.timestamp() for t in ran),  # type: ignore[union-attr]
                           f"{name} ({len(ran):,} items)", key,
                           f"{name}: {len(ran):,} items ran between these times"))
-    spans.sort()
-    lane_ends: list[float] = []
-    bars = []
-    for start, end, label, key, tip in spans:
-        lane = next((i for i, last in enumerate(lane_ends) if last <= start), len(lane_ends))
-        if lane == len(lane_ends):
-            lane_ends.append(end)
-        lane_ends[lane] = end
-        bars.append(report.Bar(label, f"lane {lane + 1}", start, end, key, tip))
-    begin = record.started.timestamp()
-    finish = begin if record.ended is None else record.ended.timestamp()
-    return bars, begin, finish
+    return spans
 
 
 # --- one task ---------------------------------------------------------------------------
