@@ -11,7 +11,8 @@ as the run parameters ``interval_start`` and ``interval_end``.
 - Where it left off comes from the state's run history (the ``interval_end``
   of the DAG's latest scheduled run). After downtime, with ``catchup`` every
   missed interval runs, in order; without it only the latest one does. With
-  nothing recorded, the latest finished interval runs at once.
+  nothing recorded, the latest finished interval runs at once. A latest run
+  that was interrupted is resumed first.
 - A lock file beside the state file (``STATE.NAME.lock``, an ``flock``) keeps
   a second process from serving the same DAG on the same state; it waits for
   the lock or refuses with :class:`~flowkit.StateLockedError` naming the
@@ -68,6 +69,9 @@ _TICK = dt.timedelta(microseconds=1)
 
 class Schedule(Protocol):
     """What serve needs of a schedule: fire times around an instant, in its zone."""
+
+    @property
+    def tz(self) -> dt.tzinfo: ...
 
     def next(self, after: dt.datetime) -> dt.datetime: ...
 
@@ -376,7 +380,12 @@ class _Server:
                 self.result.stopped_by = self.stopper.signal or "SIGINT"
                 return self.result
             try:
-                self._loop(_served_until(self.state, self.dag.name))
+                last, unfinished = _left_off(self.state, self.dag.name, self.schedule.tz)
+                if unfinished is not None:
+                    logger.info("DAG %r: resuming the interrupted run for [%s, %s)",
+                                self.dag.name, unfinished.start, unfinished.end)
+                    self._run(unfinished, resume=True)
+                self._loop(last)
             finally:
                 lock.release()
         return self.result
@@ -399,7 +408,7 @@ class _Server:
             self.sleep(max((wake - now).total_seconds(), 0.0))
         self.result.stopped_by = self.stopper.signal
 
-    def _run(self, interval: Interval) -> None:
+    def _run(self, interval: Interval, resume: bool = False) -> None:
         params: dict[str, Any] = {"interval_start": interval.start, "interval_end": interval.end}
         try:
             extra = self.params(*interval) if callable(self.params) else self.params
@@ -409,7 +418,7 @@ class _Server:
                                       note=f"the params function raised {exc!r}")
         else:
             _notify(self.hooks, "on_partition_start", params)
-            outcome = self._start(params)
+            outcome = self._start(params, resume)
         self.result.runs += 1
         self.result.results.append(outcome)
         if not outcome.ok:
@@ -422,10 +431,10 @@ class _Server:
         _notify(self.hooks, "on_partition_end", outcome)
 
 
-    def _start(self, params: Mapping[str, Any]) -> PartitionResult:
+    def _start(self, params: Mapping[str, Any], resume: bool) -> PartitionResult:
         self.stopper.running = True
         try:
-            return run_partition(self.dag, params, resume=False, hooks=self.hooks,
+            return run_partition(self.dag, params, resume=resume, hooks=self.hooks,
                                  options=self.options)
         except _Interrupted as exc:
             return exc.result
@@ -433,16 +442,24 @@ class _Server:
             self.stopper.running = False
 
 
-def _served_until(state: StateProtocol, dag_name: str) -> dt.datetime | None:
-    """The ``interval_end`` of the DAG's latest scheduled run recorded in ``state``."""
+def _left_off(state: StateProtocol, dag_name: str, tz: dt.tzinfo) -> tuple[
+    dt.datetime | None, Interval | None
+]:
+    """Where the DAG's scheduled runs recorded in ``state`` left off: the latest
+    one's ``interval_end``, and its interval if it was interrupted (to resume)."""
     runs = getattr(state, "runs", None)
     if runs is None:
-        return None
+        return None, None
     for record in runs(dag_name, tasks=False):  # newest first
         end = _as_datetime(record.params.get("interval_end"))
-        if end is not None:
-            return end
-    return None
+        if end is None:
+            continue
+        start = _as_datetime(record.params.get("interval_start"))
+        if record.status != "interrupted" or start is None:
+            return end, None
+        # In the schedule's zone, as the run had them: the same params, so resume finds it.
+        return end, Interval(start.astimezone(tz), end.astimezone(tz))
+    return None, None
 
 
 def _as_datetime(value: object) -> dt.datetime | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -546,3 +547,20 @@ def test_parallel_ctrl_c_once_waits_for_the_running_partitions() -> None:
         DAG([work], name="stop").backfill(DAYS[:3], parallel=2)
     done: BackfillResult = info.value.result  # type: ignore[attr-defined]
     assert [r.status for r in done.results] == ["success", "success", "cancelled"]
+
+
+def test_a_partition_running_elsewhere_is_skipped() -> None:
+    class Busy(StateManager):
+        def runs(self, dag: str | None = None, limit: int | None = None, *,
+                 tasks: bool = True) -> Any:
+            return [dataclasses.replace(r, status="running", pid=4242, host="elsewhere")
+                    for r in super().runs(dag, limit, tasks=tasks)]
+
+    calls: list[str] = []
+    state = Busy()
+    _etl(calls).run(params=DAYS[0], state=state, executor="sync")
+    calls.clear()
+    result = _etl(calls).backfill(DAYS[:2], state=state, executor="sync")
+    assert [r.status for r in result.results] == ["skipped", "success"]
+    assert result.results[0].note.startswith("running in process 4242 on elsewhere (run ")
+    assert calls == ["extract 2026-11-02", "load 2026-11-02"]

@@ -524,29 +524,45 @@ def test_a_restart_within_an_interval_does_not_run_it_again(tmp_path: Path) -> N
     assert clock.sleeps == [180.0]  # the second server waited for 10:10
 
 
-def test_a_second_signal_leaves_a_resumable_interrupted_run(tmp_path: Path) -> None:
+def test_a_second_signal_leaves_an_interrupted_run_that_the_next_serve_resumes(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "state.json"
     clock = FakeTime("2026-11-28T10:07:00+00:00")
+    calls: list[str] = []
+    signals = [True]
 
     @task
     def first() -> str:
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.01)
+        calls.append("first")
+        if signals[0]:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
         return "kept"
 
     @task
-    def second(x: str) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.01)
+    def second(x: str, interval_end: dt.datetime) -> str:
+        calls.append("second")
+        if signals[0]:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+        return f"{x} {interval_end:%H:%M}"
 
     first >> second
-    result = DAG([second], name="two").serve(every=600, executor="sync",
-                                             state=StateManager(path), clock=clock.clock,
-                                             sleep=clock.sleep)
-    assert result.results[0].status == "interrupted"
+    dag = DAG([second], name="two")
+    result = dag.serve(every=600, executor="sync", state=StateManager(path), clock=clock.clock,
+                       sleep=clock.sleep)
+    assert result.results[0].status == "interrupted" and calls == ["first", "second"]
     (record,) = StateManager(path).runs("two")
-    assert record.status == "interrupted"
-    assert record.tasks["first"].status == "success"
-    params = result.results[0].params
-    latest = StateManager(path).latest_run("two", params)
-    assert latest is not None and latest[0] == record.run_id
+    assert record.status == "interrupted" and record.tasks["first"].status == "success"
+    # The next serve resumes that interval first (first is restored), then goes on.
+    signals[0] = False
+    calls.clear()
+    again = dag.serve(every=600, executor="sync", state=StateManager(path), max_runs=2,
+                      clock=clock.clock, sleep=clock.sleep)
+    resumed, following = again.results
+    assert resumed.resumed and resumed.status == "success" and resumed.run is not None
+    assert resumed.run["second"] == "kept 10:00"
+    assert resumed.run.states["first"].status.name == "CACHED"
+    assert following.run is not None and following.run["second"] == "kept 10:10"
+    assert calls == ["second", "first", "second"]
