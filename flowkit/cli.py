@@ -214,6 +214,14 @@ def _run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "Decimal, an Enum, list/dict as JSON); without an annotation it is read as JSON "
         "when it is valid JSON, else taken as a string",
     )
+    sub.add_argument(
+        "--pool",
+        action="append",
+        type=_pool_size,
+        metavar="NAME=SLOTS",
+        help="a resource pool and its number of slots (repeatable): at most that many "
+        "slots are taken at once by the tasks with pool=NAME",
+    )
     sub.add_argument("--state", metavar="PATH", help="a state file for caching and --resume")
     sub.add_argument(
         "--resume",
@@ -494,6 +502,20 @@ def _parameter_text(text: str) -> tuple[str, str]:
     return name.strip(), value
 
 
+def _pool_size(text: str) -> tuple[str, int]:
+    """``"NAME=SLOTS"`` → ``(NAME, SLOTS)``, SLOTS a positive whole number."""
+    name, sep, value = text.partition("=")
+    try:
+        slots = int(value)
+    except ValueError:
+        slots = 0
+    if not sep or not name.strip() or slots < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=SLOTS with SLOTS a positive whole number, like db=2; got {text!r}"
+        )
+    return name.strip(), slots
+
+
 def _targets(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
@@ -662,6 +684,7 @@ def _run(args: argparse.Namespace) -> int:
             resume=args.resume,
             hooks=[bar, keep],
             params=params,
+            pools=dict(args.pool or ()),
             address=args.address,
         )
     except TaskExecutionError as exc:

@@ -27,6 +27,7 @@ from flowkit.exceptions import FlowkitError, TaskNotFoundError
 from flowkit.graph import Graph, stale_message, stale_upstream, upstream_closure
 from flowkit.hooks import HookDispatcher
 from flowkit.logging import LoggingHook
+from flowkit.ready import check_pools
 from flowkit.results import RunResult
 from flowkit.run_options import RunOptions, StateProtocol, Targets
 from flowkit.scheduler import Scheduler
@@ -172,8 +173,11 @@ class DAG:
         chosen = set(graph.names)
         backend = PlanBackend()  # the real scheduler, on a backend that runs nothing
         ctx = RunContext(self.name, "plan", len(graph), backend.name)
-        options = RunOptions(executor="sync").timed()
-        Scheduler(graph, backend, ctx, HookDispatcher(()), options, planning=True).run()
+        # Pools never make a plan wait: it starts one task at a time.
+        pools = {t.options.pool: t.options.pool_slots for t in graph.tasks if t.options.pool}
+        options = RunOptions(executor="sync", pools=pools).timed()
+        Scheduler(graph, backend, ctx, HookDispatcher(()), options, planning=True,
+                  history=self.state).run()
         return Plan(
             order=[graph.names[i] for i in backend.order],
             excluded=[n for n in self._graph.names if n not in chosen],
@@ -190,6 +194,7 @@ class DAG:
         resume: bool = False,
         hooks: Sequence[object] = (),
         params: Mapping[str, Any] | None = None,
+        pools: Mapping[str, int] | None = None,
         address: str | None = None,
         max_concurrency: int | None = None,
         rng: random.Random | None = None,
@@ -213,6 +218,9 @@ class DAG:
             hooks: objects with lifecycle methods (see ``flowkit.hooks``).
             params: run parameters: a task gets ``params[name]`` by keyword for each
                 parameter ``name`` of its function that no upstream task feeds.
+            pools: resource pools, name to number of slots: at most that many
+                slots of a pool are taken at once by the tasks with ``pool=name``
+                (each attempt takes its ``pool_slots``).
             address: with ``executor="dask"``, the scheduler address of a Dask
                 cluster (default: ``$DASK_SCHEDULER_ADDRESS``, else a local cluster).
             max_concurrency: at most this many ``async def`` tasks at once.
@@ -227,7 +235,7 @@ class DAG:
         """
         return self._run(RunOptions(
             executor=executor, max_workers=max_workers, fail_fast=fail_fast, targets=targets,
-            state=state, resume=resume, hooks=hooks, params=params, address=address,
+            state=state, resume=resume, hooks=hooks, params=params, pools=pools, address=address,
             max_concurrency=max_concurrency, rng=rng, clock=clock, sleep=sleep,
         ))
 
@@ -266,6 +274,7 @@ class DAG:
                 f"max_concurrency must be a positive integer or None, got {max_concurrency!r}"
             )
         graph = self._select(options.targets)
+        check_pools(graph.tasks, options.pools)
         params = _params(options.params)
         # A parameter of a task that targets leaves out is not a typo.
         outside = self._graph.parameter_names() if graph is not self._graph and params else ()

@@ -26,6 +26,7 @@ logger = logging.getLogger("flowkit.hooks")
 HOOK_METHODS: tuple[str, ...] = (
     "on_dag_start",
     "on_task_start",
+    "on_task_wait",
     "on_task_retry",
     "on_task_success",
     "on_task_failure",
@@ -44,6 +45,8 @@ class Hook(Protocol):
     - ``on_dag_start(run)``
     - ``on_task_start(run, state)``: an attempt is about to be submitted
       (``state.attempts`` is its number).
+    - ``on_task_wait(run, state, pool)``: the task could start but waits for
+      a free slot of resource pool ``pool`` (once per attempt that waits).
     - ``on_task_retry(run, state, error, delay)``: an attempt failed with
       ``error``; the next one starts in ``delay`` seconds.
     - ``on_task_success(run, state)``: ``state.value`` holds the result.
@@ -75,12 +78,14 @@ class HookDispatcher:
         "on_task_skip",
         "on_task_start",
         "on_task_success",
+        "on_task_wait",
     )
 
     def __init__(self, hooks: Sequence[object]):
         self._reported: set[tuple[int, str]] = set()
         self.on_dag_start = self._resolve(hooks, "on_dag_start")
         self.on_task_start = self._resolve(hooks, "on_task_start")
+        self.on_task_wait = self._resolve(hooks, "on_task_wait")
         self.on_task_retry = self._resolve(hooks, "on_task_retry")
         self.on_task_success = self._resolve(hooks, "on_task_success")
         self.on_task_failure = self._resolve(hooks, "on_task_failure")

@@ -150,6 +150,14 @@ class LoggingHook:
             extra=_task_fields("task.start", run, state),
         )
 
+    def on_task_wait(self, run: RunContext, state: TaskState, pool: str) -> None:
+        if not self._logger.isEnabledFor(_DEBUG):
+            return
+        extra = _task_fields("task.wait", run, state)
+        extra["pool"] = pool
+        self._logger.debug("task %r waits for a free slot of pool %r", state.name, pool,
+                           extra=extra)
+
     def on_task_retry(
         self, run: RunContext, state: TaskState, error: BaseException, delay: float
     ) -> None:

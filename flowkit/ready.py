@@ -1,26 +1,37 @@
-"""The ready queue: which of the tasks that may start now starts first.
+"""Which task starts next: the ready queue and the start queue.
 
-The scheduler pushes a task here the moment its last upstream task finishes,
-and takes every ready task at once when it starts work. This is the one place
-that orders ready work: a scheduling policy (priorities, the critical path,
-resource pools) is a replacement for :class:`ReadyQueue`.
+A task is *ready* the moment its last upstream task finishes; the scheduler
+then decides what becomes of it (trigger rule, condition, cache). The ones
+that must run wait in the :class:`StartQueue` until a worker and, for a task
+with a ``pool``, enough slots of that pool are free. That is where the order
+of starts is chosen, in one place:
+
+1. higher ``priority`` first;
+2. then the longer remaining path to the end of the DAG (the task's *bottom
+   level*), each task weighted by its expected duration: the median recorded
+   in the state's run history, else 1 — the critical path starts first;
+3. then declaration order.
+
+Keeping tasks here rather than in a backend's queue is what makes the order
+hold: a backend is given no more calls than it has workers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import heapq
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+from flowkit.exceptions import DAGValidationError
 from flowkit.graph import Graph
+from flowkit.outcome import TaskState
+from flowkit.task import Task
 
-__all__ = ["ReadyQueue"]
+__all__ = ["ReadyQueue", "StartQueue", "bottom_levels", "check_pools"]
 
 
 class ReadyQueue:
-    """The tasks ready to start, in the order they start: first come, first started.
-
-    The one place that orders ready work; a scheduling policy (priorities,
-    resource pools) replaces this class.
-    """
+    """The tasks whose upstream tasks have all finished, first come, first decided."""
 
     __slots__ = ("_items", "push")
 
@@ -32,7 +43,206 @@ class ReadyQueue:
         return bool(self._items)
 
     def take(self) -> list[int]:
-        """Every ready task, in start order; the queue is empty afterwards."""
+        """Every ready task, in the order it became ready; the queue is empty afterwards."""
         items = self._items[:]
         self._items.clear()
         return items
+
+
+def bottom_levels(graph: Graph, weights: Mapping[str, float]) -> list[int]:
+    """Each task's longest path to the end of the DAG, itself included.
+
+    A task weighs ``weights[name]`` (its expected seconds, counted in whole
+    milliseconds: finer differences are noise, and must not reorder equal
+    tasks) or, unknown, the median of the known weights (1 when none is
+    known). O(V + E): the graph's tasks are in topological order, so one
+    backward sweep sees every downstream task before its upstream ones.
+    """
+    ms = {name: max(1, round(w * 1000)) for name, w in weights.items()}
+    known = sorted(ms.values())
+    default = known[len(known) // 2] if known else 1
+    names, down = graph.names, graph.down
+    level = [0] * len(names)
+    for i in range(len(names) - 1, -1, -1):
+        longest = 0
+        for d in down[i]:
+            if level[d] > longest:
+                longest = level[d]
+        level[i] = ms.get(names[i], default) + longest
+    return level
+
+
+def check_pools(tasks: Sequence[Task[..., Any]], pools: Mapping[str, int] | None) -> dict[str, int]:
+    """``pools`` checked against the tasks that use them, before anything runs.
+
+    Raises:
+        DAGValidationError: a task names a pool that ``pools`` lacks, or needs
+            more slots than the pool has; a pool size is not a positive integer.
+    """
+    if pools is not None and not isinstance(pools, Mapping):
+        raise DAGValidationError(
+            f"pools must be a mapping of pool name to its number of slots, like "
+            f"pools={{'db': 2}}; got {type(pools).__name__}"
+        )
+    sizes = dict(pools or {})
+    for name, size in sizes.items():
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise DAGValidationError(f"pool {name!r} must have a positive whole number of slots, "
+                            f"got {size!r}")
+    for task in tasks:
+        pool, slots = task.options.pool, task.options.pool_slots
+        if pool is None:
+            continue
+        if pool not in sizes:
+            known = ", ".join(repr(p) for p in sizes) or "none"
+            raise DAGValidationError(
+                f"task {task.name!r} runs in pool {pool!r}, which this run does not define "
+                f"(pools given: {known}); pass pools={{{pool!r}: N}} to run() "
+                f"or --pool {pool}=N on the command line",
+                task_name=task.name,
+            )
+        if slots > sizes[pool]:
+            raise DAGValidationError(
+                f"task {task.name!r} needs {slots} slots of pool {pool!r}, which has only "
+                f"{sizes[pool]}: give the pool more slots or the task fewer (pool_slots)",
+                task_name=task.name,
+            )
+    return sizes
+
+
+class StartQueue:
+    """Tasks that must run, waiting for a worker and for their pool's slots.
+
+    ``capacity`` is how many attempts may run at once (``None``: no limit, the
+    backend queues and orders what it is given). Within one ordering key the
+    tasks wait in a heap of their indices (declaration order); the keys wait
+    in a heap of their own, so the common case — many tasks sharing a key, as
+    in a fan-out — costs an integer heap operation per task.
+    """
+
+    __slots__ = (
+        "_buckets", "_dag_name", "_graph", "_history", "_keys", "_level", "_told",
+        "_waiting_for_pool",
+        "capacity", "free", "index", "pooled", "sizes",
+    )
+
+    def __init__(
+        self, graph: Graph, capacity: int | None, pools: Mapping[str, int], history: object,
+        dag_name: str,
+    ):
+        self.capacity = capacity
+        self.index = graph.index
+        self.sizes = dict(pools)
+        self.free = dict(pools)  # pool -> slots not taken
+        self.pooled = any(t.options.pool is not None for t in graph.tasks)
+        self._graph, self._history, self._dag_name = graph, history, dag_name
+        self._level: list[int] | None = None
+        self._buckets: dict[tuple[int, int], list[int]] = {}
+        self._keys: list[tuple[int, int]] = []
+        self._waiting_for_pool: dict[str, list[tuple[tuple[int, int], int]]] = {}
+        self._told: set[int] = set()  # tasks waiting for a pool whose wait was reported
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def prepare(self) -> None:
+        """Work out the critical path, once the run's state is known to be readable.
+
+        Ordering is worth its cost only where something can wait: a backend
+        with a bounded number of workers, or pools.
+        """
+        if self.capacity is not None or self.pooled:
+            # The state's run history knows how long each task took (a state
+            # without history weighs every task 1).
+            durations = getattr(self._history, "expected_durations", None)
+            weights = durations(self._dag_name) if durations is not None else {}
+            self._level = bottom_levels(self._graph, weights)
+
+    def _key(self, task: Task[..., Any]) -> tuple[int, int]:
+        level = self._level[self.index[task.name]] if self._level is not None else 0
+        return (-task.options.priority, -level)
+
+    def push(self, i: int, task: Task[..., Any]) -> None:
+        """Task ``i`` (an attempt of ``task``) may start once there is room."""
+        self._line_up(self._key(task), i)
+
+    def _line_up(self, key: tuple[int, int], i: int) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._buckets[key] = bucket = []
+            heapq.heappush(self._keys, key)
+        heapq.heappush(bucket, i)
+
+    def can_take(self, running: int) -> bool:
+        """Whether :meth:`take` would start something now."""
+        return bool(self._keys) and (self.capacity is None or running < self.capacity)
+
+    def take(
+        self, running: int, states: Sequence[TaskState], on_wait: Callable[[int, str], None],
+    ) -> list[int]:
+        """The tasks to start now, in order, with their pool slots taken.
+
+        ``running`` attempts run already; a task whose pool is full waits aside
+        (without holding up the others) until :meth:`release` frees a slot;
+        ``on_wait(task, pool)`` is told the first time it does.
+        """
+        keys, buckets = self._keys, self._buckets
+        if len(keys) == 1 and not self.pooled:
+            # One key (a fan-out's branches): no task can overtake another, so
+            # hand them all over and keep the workers fed.
+            bucket = buckets.popitem()[1]
+            keys.clear()
+            bucket.sort()
+            return bucket
+        room = self.capacity - running if self.capacity is not None else -1  # -1: no limit
+        started: list[int] = []
+        while keys and room != 0:
+            key = keys[0]
+            bucket = buckets[key]
+            i = heapq.heappop(bucket)
+            if not bucket:
+                heapq.heappop(keys)
+                del buckets[key]
+            if self.pooled and not self._take_slots(i, key, states[i].task, on_wait):
+                continue
+            started.append(i)
+            room -= 1
+        return started
+
+    def _take_slots(
+        self, i: int, key: tuple[int, int], task: Task[..., Any],
+        on_wait: Callable[[int, str], None],
+    ) -> bool:
+        pool = task.options.pool
+        if pool is None:
+            return True
+        slots = task.options.pool_slots
+        if self.free[pool] >= slots:
+            self.free[pool] -= slots
+            self._told.discard(i)
+            return True
+        heapq.heappush(self._waiting_for_pool.setdefault(pool, []), (key, i))
+        if i not in self._told:
+            self._told.add(i)
+            on_wait(i, pool)
+        return False
+
+    def release(self, i: int, task: Task[..., Any]) -> None:
+        """An attempt of task ``i`` ended: free its pool slots, and put the tasks
+        that waited for them back in line (in their order)."""
+        pool = task.options.pool
+        if pool is None:
+            return
+        self.free[pool] += task.options.pool_slots
+        for key, j in self._waiting_for_pool.pop(pool, ()):
+            self._line_up(key, j)
+
+    def clear(self) -> list[int]:
+        """Forget every waiting task (the run stops); return them."""
+        dropped = [i for bucket in self._buckets.values() for i in bucket]
+        dropped += [i for waiting in self._waiting_for_pool.values() for _, i in waiting]
+        self._buckets.clear()
+        self._keys.clear()
+        self._waiting_for_pool.clear()
+        self._told.clear()
+        return dropped

@@ -49,6 +49,7 @@ class RunOptions:
     resume: bool = False
     hooks: Sequence[object] = ()
     params: Mapping[str, Any] | None = None
+    pools: Mapping[str, int] | None = None
     address: str | None = None
     max_concurrency: int | None = None
     rng: random.Random | None = None

@@ -33,6 +33,7 @@ from flowkit.outcome import (
     UpstreamFailed,
     fetch_remote,
 )
+from flowkit.ready import StartQueue
 from flowkit.results import RunResult
 from flowkit.retry import backoff_delay
 from flowkit.run_options import RunOptions
@@ -63,11 +64,13 @@ class Scheduler(StateMachine):
     def __init__(
         self, graph: Graph, backend: Backend, ctx: RunContext, hooks: HookDispatcher,
         options: RunOptions, *, keyword_inputs: Mapping[int, Mapping[str, Any]] | None = None,
-        planning: bool = False,
+        planning: bool = False, history: object = None,
     ):
-        super().__init__(graph, ctx, hooks, fail_fast=options.fail_fast)
         self.backend, self.options, self.state = backend, options, options.state
         self.planning = planning
+        starts = StartQueue(graph, backend.capacity, options.pools or {},
+                            history or options.state, ctx.dag_name)
+        super().__init__(graph, ctx, hooks, fail_fast=options.fail_fast, starts=starts)
         self.keyword_inputs: dict[int, Mapping[str, Any]] = dict(keyword_inputs or {})
         self.random = (options.rng or _random.Random()).random
         assert options.clock is not None and options.sleep is not None, "use RunOptions.timed()"
@@ -99,6 +102,7 @@ class Scheduler(StateMachine):
                 self.backend.close(cancel=True)  # nothing ran: release the pools
                 raise
         try:
+            self.starts.prepare()
             self.hooks.emit(self.hooks.on_dag_start, self.ctx)
             self._loop()
         except BaseException as exc:  # Ctrl-C, or an error from a backend
@@ -131,6 +135,9 @@ class Scheduler(StateMachine):
             while self.ready:
                 for i in self.ready.take():
                     self._start(i)
+            if self.starts.can_take(self.ctx.running):
+                for i in self.starts.take(self.ctx.running, self.states, self._waits):
+                    self._launch(i)
             if self.outbox:
                 calls, self.outbox = self.outbox, []
                 self.backend.submit_many(calls)
@@ -143,6 +150,8 @@ class Scheduler(StateMachine):
             raise RunCancelled("the run was cancelled")
         wait = self._fire_timers() if self.retry_timers or self.deadlines else None
         if self.ready or self.outbox or not self.unfinished:
+            return
+        if self.starts.can_take(self.ctx.running):
             return
         if not self.ctx.running:
             if wait is None:
@@ -275,6 +284,13 @@ class Scheduler(StateMachine):
         self._submit(i)
 
     def _submit(self, i: int) -> None:
+        """Task ``i`` runs (again) as soon as the start queue lets it."""
+        self.starts.push(i, self.states[i].task)
+
+    def _waits(self, i: int, pool: str) -> None:
+        self.hooks.emit(self.hooks.on_task_wait, self.ctx, self.states[i], pool)
+
+    def _launch(self, i: int) -> None:
         state = self.states[i]
         state.attempts += 1
         self.ctx.running += 1
@@ -303,20 +319,11 @@ class Scheduler(StateMachine):
             self.states[i].error, self.states[i].reason = bad.error, bad.reason
             self._move(i, _FAILED)
             return
-        first = len(self.states)
-        self.expanded[i] = range(first, first + len(items))
-        self.waiting[i] = len(items)
-        self.unfinished += len(items)
-        self.ctx.total += len(items)
+        self.expanded[i] = added = self._add_items(i, len(items))
         kwargs = self.keyword_inputs.get(i)
-        for k in range(len(items)):
-            item_state = TaskState(self.states[i].task)
-            item_state.name = f"{item_state.task.name}[{k}]"
-            self.states.append(item_state)
-            self.waiting.append(0)
-            self.down.append((i,))
-            if kwargs is not None:
-                self.keyword_inputs[first + k] = kwargs
+        if kwargs is not None:
+            self.keyword_inputs.update(dict.fromkeys(added, kwargs))
+        first = added.start
         if not items:
             self._collect(i)
         for k, item in enumerate(items):
@@ -417,6 +424,9 @@ class Scheduler(StateMachine):
 
         self.retry_timers = [t for t in self.retry_timers if teardown(t[2])]
         heapq.heapify(self.retry_timers)
+        for i in self.starts.clear():  # still PENDING: the caller settles them
+            if teardown(i):
+                self.starts.push(i, self.states[i].task)
         if interrupt:
             self.deadlines.clear()
         queued, self.outbox = self.outbox + self.backend.cancel_pending(), []

@@ -21,7 +21,7 @@ from flowkit.exceptions import TaskExecutionError
 from flowkit.graph import Graph
 from flowkit.hooks import HookDispatcher
 from flowkit.outcome import Decided, Status, TaskState
-from flowkit.ready import ReadyQueue
+from flowkit.ready import ReadyQueue, StartQueue
 from flowkit.results import RunResult
 
 __all__ = ["StateMachine", "root_cause"]
@@ -41,8 +41,13 @@ _EVENTS = {
 class StateMachine:
     """The statuses of one run's tasks, and what each change sets off."""
 
-    def __init__(self, graph: Graph, ctx: RunContext, hooks: HookDispatcher, *, fail_fast: bool):
+    def __init__(
+        self, graph: Graph, ctx: RunContext, hooks: HookDispatcher, *, fail_fast: bool,
+        starts: StartQueue,
+    ):
         self.graph, self.ctx, self.hooks, self.fail_fast = graph, ctx, hooks, fail_fast
+        self.starts = starts
+        self.pooled = starts.pooled
         self.states = [TaskState(t) for t in graph.tasks]
         self.waiting = [len(u) for u in graph.up]
         self.ready = ReadyQueue(graph, [i for i, n in enumerate(self.waiting) if n == 0])
@@ -57,6 +62,8 @@ class StateMachine:
         """The one place a task's status changes: record it, tell the hooks, and,
         for a final status, count it and release the downstream tasks it unblocks."""
         state = self.states[i]
+        if self.pooled and state.status is _RUNNING:  # an attempt ended: free its pool slots
+            self.starts.release(i, state.task)
         state.status = status
         event = self.events[status._value_]
         if status is _RUNNING or status is _PENDING:
@@ -80,6 +87,21 @@ class StateMachine:
                 push(d)
         if status is _FAILED and self.fail_fast and not self.stopping:
             self._stop(i)
+
+    def _add_items(self, i: int, count: int) -> range:
+        """Add ``count`` item nodes (``name[k]``) that map node ``i`` now waits for."""
+        first = len(self.states)
+        task = self.states[i].task
+        self.waiting[i] = count
+        self.unfinished += count
+        self.ctx.total += count
+        for k in range(count):
+            item_state = TaskState(task)
+            item_state.name = f"{task.name}[{k}]"
+            self.states.append(item_state)
+            self.waiting.append(0)
+            self.down.append((i,))
+        return range(first, first + count)
 
     def _not_run(self, i: int, status: Status, cause: str | None, reason: str) -> None:
         state = self.states[i]

@@ -652,10 +652,11 @@ def test_fail_fast_settles_dependants_and_cancels_the_rest(
 ) -> None:
     started, failed = tmp_path / "started", tmp_path / "failed"
     # ``running`` is running when ``bad`` fails and waits until the failure is
-    # recorded; the sync executor runs one call at a time, so it has nothing to wait for.
+    # recorded; the sync executor runs one call at a time, so it has nothing to wait for
+    # (its priority makes it start before ``bad``, whose path to the end is longer).
     running = Task(
         functools.partial(touch_then_wait, started, failed, 0 if executor == "sync" else 5),
-        name="running",
+        name="running", priority=1,
     )
     bad = Task(functools.partial(fail_once_started, started), name="bad")
     dep, dep2, dep_both, after_running = (labelled(n) for n in

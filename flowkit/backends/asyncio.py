@@ -53,7 +53,7 @@ class AsyncioBackend(Backend):
             )
             self._thread.start()
         self.loop = loop
-        self._limit = max_concurrency
+        self._limit = self.capacity = max_concurrency
         self._semaphore: asyncio.Semaphore | None = None
         self._futures: dict[Call, cf.Future[Outcome]] = {}
         self._started: dict[Call, float] = {}

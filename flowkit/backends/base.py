@@ -75,11 +75,15 @@ class Backend(abc.ABC):
             ``when`` and the cache next to the inputs, as part of the attempt,
             and reports a skip or a cache hit as a :class:`~flowkit.outcome.Decided`
             outcome value (see :meth:`attach`, :meth:`keep`).
+        capacity: how many calls it runs at once, or ``None`` when it queues and
+            orders calls itself. The scheduler gives it no more than that, so
+            that the start order (priorities, critical path, pools) is its own.
     """
 
     name = "backend"
     remote = False
     remote_values = False
+    capacity: int | None = None
     stop_note = "a thread cannot be killed: it finishes in the background and its result is dropped"
 
     def __init__(self, clock: Clock = time.monotonic) -> None:

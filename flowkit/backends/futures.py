@@ -70,6 +70,8 @@ class FutureBackend(Backend):
         self.remote = not isinstance(executor, cf.ThreadPoolExecutor)
         # A process pool sends results back with the standard pickle, nothing else.
         self._pickle_only = isinstance(executor, cf.ProcessPoolExecutor)
+        workers = getattr(executor, "_max_workers", None)  # the standard pools say
+        self.capacity = workers if isinstance(workers, int) and workers > 0 else None
         self._on_close = on_close
         self._futures: dict[Call, cf.Future[Outcome]] = {}
         self._dropped: set[Call] = set()  # calls flowkit cancelled itself

@@ -22,6 +22,7 @@ class SyncBackend(Backend):
     """Runs each call in the thread that collects it."""
 
     name = "sync"
+    capacity = 1
 
     def __init__(self, inbox: Inbox, clock: Clock):
         super().__init__(clock)
@@ -73,6 +74,7 @@ class PlanBackend(Backend):
     """
 
     name = "plan"
+    capacity = 1  # starts in the order a run on the sync backend would
 
     def __init__(self) -> None:
         super().__init__()

@@ -30,7 +30,7 @@ class ThreadBackend(Backend):
     def __init__(self, inbox: Inbox, clock: Clock, max_workers: int):
         super().__init__(clock)
         self.inbox = inbox
-        self.max_workers = max_workers
+        self.max_workers = self.capacity = max_workers
         self._new: list[Call] = []  # submitted, not yet handed to a thread
         self._in_flight = 0  # handed to a thread, not yet collected
         self._work: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
