@@ -421,7 +421,7 @@ def test_mapping_over_a_remote_value_that_is_not_iterable_fails_clearly(executor
     with pytest.raises(TaskExecutionError) as caught:
         DAG([mapped]).run(executor=executor)
     assert caught.value.task_name == "mapped"
-    assert "int, which is not iterable" in str(caught.value)
+    assert "type int, which is not iterable" in str(caught.value)
 
 
 async def async_length(data: bytes) -> int:

@@ -448,8 +448,8 @@ class DaskBackend(Backend):
             )
         if isinstance(length, str):
             value.length = TypeError(
-                f"task {job.call.task.name!r} returned a {length}, which is not iterable, "
-                "and a mapped task iterates over it: return a list (or any iterable)"
+                f"task {job.call.task.name!r} returned a value of type {length}, which is not "
+                "iterable, and a mapped task iterates over it: return a list (or any iterable)"
             )
         else:
             value.length = length
