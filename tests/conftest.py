@@ -34,7 +34,8 @@ def dask_cluster() -> Iterator[Any]:
     A worker that dies fails its call at once (``allowed-failures`` 0), so a
     killed worker surfaces as ``KilledWorker`` and flowkit's retries decide,
     instead of Dask running the call again. Its nanny starts a new worker: a
-    test that kills one waits for two workers before the next test needs them.
+    test that kills one waits for two workers before the next test needs them
+    (generously: on a busy machine a worker process takes long to start).
     """
     distributed = pytest.importorskip(
         "distributed",

@@ -155,7 +155,7 @@ def client(cluster: Any) -> Iterator[Any]:
 def executor(client: Any) -> Any:
     # A test that killed a worker waits for its return here, not when it ends:
     # that test is the module's last, so nothing waits for it.
-    client.wait_for_workers(2, timeout=30)
+    client.wait_for_workers(2, timeout=120)
     return client.get_executor()
 
 

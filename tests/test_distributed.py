@@ -100,7 +100,7 @@ def client(dask_cluster: Any) -> Iterator[Any]:
     """A client on the session's cluster (see conftest.py), ready with two workers."""
     dask_client = distributed.Client(dask_cluster, set_as_default=False)
     try:
-        dask_client.wait_for_workers(2, timeout=30)
+        dask_client.wait_for_workers(2, timeout=120)
         yield dask_client
     finally:
         dask_client.close()
@@ -188,7 +188,7 @@ def test_a_killed_worker_fails_the_attempt_clearly_and_the_retry_runs(
     assert isinstance(first_error, TaskExecutionError)
     assert first_error.task_name == "die_once"
     assert "Dask worker running task 'die_once' died" in str(first_error)
-    client.wait_for_workers(2, timeout=30)  # the nanny restarts the killed worker
+    client.wait_for_workers(2, timeout=120)  # the nanny restarts the killed worker
 
 
 def test_a_killed_worker_without_retries_fails_the_run(
@@ -200,7 +200,7 @@ def test_a_killed_worker_without_retries_fails_the_run(
         bounded(lambda: DAG([victim]).run(executor=executor))
     assert caught.value.task_name == "die_once"
     assert "died" in str(caught.value)
-    client.wait_for_workers(2, timeout=30)
+    client.wait_for_workers(2, timeout=120)
 
 
 def test_a_timeout_abandons_the_attempt(client: Any, executor: Any) -> None:
