@@ -42,9 +42,14 @@ def _unavailable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the whole session."""
+    """One headless Chromium for this module.
+
+    Not for the session: while Playwright's sync API is open, the main thread
+    has a running event loop, so every later ``asyncio.run()`` would fail and
+    a Dask cluster started meanwhile would adopt that (mostly idle) loop.
+    """
     why = _unavailable()
     if why is not None:
         if os.environ.get("FLOWKIT_REQUIRE_BROWSER") == "1":
