@@ -123,7 +123,7 @@ class StartQueue:
     __slots__ = (
         "_buckets", "_dag_name", "_graph", "_history", "_keys", "_level", "_told",
         "_waiting_for_pool",
-        "capacity", "free", "index", "pooled", "sizes",
+        "capacity", "durations", "free", "index", "pooled", "sizes",
     )
 
     def __init__(
@@ -137,6 +137,7 @@ class StartQueue:
         self.pooled = any(t.options.pool is not None for t in graph.tasks)
         self._graph, self._history, self._dag_name = graph, history, dag_name
         self._level: list[int] | None = None
+        self.durations: dict[str, float] = {}  # expected seconds per task, from history
         self._buckets: dict[tuple[int, int], list[int]] = {}
         self._keys: list[tuple[int, int]] = []
         self._waiting_for_pool: dict[str, list[tuple[tuple[int, int], int]]] = {}
@@ -155,8 +156,8 @@ class StartQueue:
             # The state's run history knows how long each task took (a state
             # without history weighs every task 1).
             durations = getattr(self._history, "expected_durations", None)
-            weights = durations(self._dag_name) if durations is not None else {}
-            self._level = bottom_levels(self._graph, weights)
+            self.durations = durations(self._dag_name) if durations is not None else {}
+            self._level = bottom_levels(self._graph, self.durations)
 
     def _key(self, task: Task[..., Any]) -> tuple[int, int]:
         level = self._level[self.index[task.name]] if self._level is not None else 0

@@ -103,6 +103,8 @@ class Scheduler(StateMachine):
                 raise
         try:
             self.starts.prepare()
+            if self.starts.durations:  # a backend may plan with them (batches)
+                self.starts.capacity = self.backend.expect(self.starts.durations)
             self.hooks.emit(self.hooks.on_dag_start, self.ctx)
             self._loop()
         except BaseException as exc:  # Ctrl-C, or an error from a backend

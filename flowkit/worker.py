@@ -32,7 +32,7 @@ from flowkit.context import TaskContext, current_task
 from flowkit.exceptions import TaskExecutionError, TaskTimeoutError
 from flowkit.outcome import Outcome
 
-__all__ = ["Pickled", "acall", "call", "call_remote", "sendable_error"]
+__all__ = ["Pickled", "acall", "call", "call_batch", "call_remote", "sendable_error"]
 
 _now = time.time
 _thread = threading.current_thread
@@ -153,6 +153,20 @@ def call_remote(
         return outcome._replace(ok=False, value=None, worker=worker,
                                 error=_unsendable_result(value, ctx.task))
     return outcome._replace(value=value, worker=worker)
+
+
+def call_batch(
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any], TaskContext]],
+    pickle_only: bool = False,
+) -> list[Outcome]:
+    """:func:`call_remote` for several calls sent together, one after another.
+
+    Each call settles its own outcome, in order: a batch is only a cheaper way
+    to travel. Calls with a timeout are never batched (their deadline counts
+    from when they start, which only a call sent alone can tell).
+    """
+    return [call_remote(fn, args, kwargs, ctx, None, pickle_only)
+            for fn, args, kwargs, ctx in calls]
 
 
 def _unsendable_result(value: Any, task_name: str) -> TaskExecutionError:

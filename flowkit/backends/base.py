@@ -106,6 +106,14 @@ class Backend(abc.ABC):
         no limit); returns ``[]`` when the time ran out or :meth:`wake` was called.
         """
 
+    def expect(self, durations: Mapping[str, float]) -> int | None:
+        """Before the run: each task's expected seconds, from the run history.
+
+        A backend may plan with them (the process pool sends short calls in
+        batches) and declare a different :attr:`capacity`; returns the capacity.
+        """
+        return self.capacity
+
     def wake(self) -> None:  # noqa: B027 - nothing to wake by default
         """Make a :meth:`collect` that is waiting, or the next one, return at once."""
 

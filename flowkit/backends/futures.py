@@ -20,7 +20,7 @@ import multiprocessing
 import pickle
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -29,7 +29,7 @@ from flowkit.backends.base import Backend, Call, Clock, Inbox
 from flowkit.exceptions import FlowkitError, TaskExecutionError
 from flowkit.outcome import Outcome
 from flowkit.task import Task
-from flowkit.worker import Pickled, call_remote
+from flowkit.worker import Pickled, call_batch, call_remote
 from flowkit.worker import call as call_here
 
 __all__ = ["FutureBackend", "ProcessBackend", "executor_failure", "sendable_callable"]
@@ -73,7 +73,7 @@ class FutureBackend(Backend):
         workers = getattr(executor, "_max_workers", None)  # the standard pools say
         self.capacity = workers if isinstance(workers, int) and workers > 0 else None
         self._on_close = on_close
-        self._futures: dict[Call, cf.Future[Outcome]] = {}
+        self._futures: dict[Call, cf.Future[Any]] = {}
         self._dropped: set[Call] = set()  # calls flowkit cancelled itself
         self._callables: dict[Task[..., Any], Callable[..., Any]] = {}
         self._submitted: dict[Call, float] = {}  # calls with a timeout -> when submitted
@@ -89,8 +89,8 @@ class FutureBackend(Backend):
     def wake(self) -> None:
         self.inbox.wake()
 
-    def _submit_future(self, call: Call) -> bool:
-        """Hand ``call`` to the executor; False when it failed at once (already reported)."""
+    def _callable_for(self, call: Call) -> Callable[..., Any] | None:
+        """What to ship for ``call``'s task; ``None`` when it cannot be sent (reported)."""
         task = call.task
         fn = self._callables.get(task)
         if fn is None:
@@ -98,22 +98,26 @@ class FutureBackend(Backend):
                 fn = self._callables[task] = self._sendable(task)
             except FlowkitError as exc:  # cannot be sent: fail the attempt, say why
                 self._report(call, exc)
-                return False
+                return None
+        return fn
+
+    def _submit_future(self, call: Call) -> bool:
+        """Hand ``call`` to the executor; False when it failed at once (already reported)."""
+        fn = self._callable_for(call)
+        if fn is None:
+            return False
         try:
             future = self._send(fn, call)
         except BrokenProcessPool as exc:
             self._report(call, exc)
             return False
         except RuntimeError as exc:  # executor shut down by its owner
-            raise FlowkitError(
-                f"cannot submit task {task.name!r}: the executor refused it ({exc}); "
-                "pass an executor that is running, and do not shut it down during the run"
-            ) from exc
+            raise _refused(call, exc) from exc
         except Exception as exc:  # the executor could not take the call (pickling, mostly)
             self._report(call, exc)
             return False
         self._futures[call] = future
-        if task.options.timeout is not None:
+        if call.task.options.timeout is not None:
             self._submitted[call] = self.clock()
         future.add_done_callback(functools.partial(self._settle, call))
         return True
@@ -147,7 +151,10 @@ class FutureBackend(Backend):
         if error is not None:
             self._report(call, error)
             return
-        outcome = future.result()
+        self._deliver(call, future.result())
+
+    def _deliver(self, call: Call, outcome: Outcome) -> None:
+        """Hand ``call`` back with ``outcome``, its result unpickled (and its size noted)."""
         value = outcome.value
         kind = type(value)
         if kind is Pickled:
@@ -208,7 +215,7 @@ class FutureBackend(Backend):
     def cancel_pending(self) -> list[Call]:
         return [call for call, future in list(self._futures.items()) if self._drop(call, future)]
 
-    def _drop(self, call: Call, future: cf.Future[Outcome]) -> bool:
+    def _drop(self, call: Call, future: cf.Future[Any]) -> bool:
         """Cancel ``future`` without reporting it; True if it was cancelled."""
         self._dropped.add(call)
         if future.cancel():
@@ -235,6 +242,18 @@ class ProcessBackend(FutureBackend):
     only when the scheduler collects, means that after a failure (fail-fast)
     nothing queued starts. A pool whose worker died is replaced, so that
     retries and independent tasks can go on.
+
+    **Batches.** When the run history says a task takes less than
+    ``flowkit.executors.BATCH_BELOW_SECONDS``, sending each call to a process
+    and back costs more than the call: its calls travel in batches
+    (:func:`~flowkit.worker.call_batch`), as ``Pool.map(chunksize=...)`` does,
+    each call still settling its own outcome. A batch holds about
+    ``BATCH_SECONDS`` of expected work (at most ``MAX_BATCH`` calls, and no
+    more than an even share of what waits), so the pool keeps two batches per
+    worker (one running, one queued) and the backend declares a capacity to
+    match. Calls with a timeout always travel alone. What a batch costs under
+    fail-fast: a batch the pool has taken runs to its end (a process cannot be
+    told to skip the rest), so at most a few batches' calls run after a failure.
     """
 
     # The worker arms the stop itself (SIGALRM, see flowkit.worker.call_remote);
@@ -246,11 +265,33 @@ class ProcessBackend(FutureBackend):
         super().__init__(inbox, clock, self._new_pool(), owned=True, name="process")
         self._abandoned = False
         self._gate = threading.Lock()  # the scheduler and the pool's thread both count
-        self._in_pool = 0
+        self._in_pool = 0  # submissions (single calls or batches) the pool holds
+        self._limit = max_workers  # how many it may hold with batches
+        self._short: dict[str, float] = {}  # task -> expected seconds, for the batchable
+        self._alone: set[Call] = set()  # calls a batch could not carry: sent alone
         self._backlog: collections.deque[Call] = collections.deque()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         return cf.ProcessPoolExecutor(max_workers=self.max_workers)
+
+    def expect(self, durations: Mapping[str, float]) -> int | None:
+        short = {name: max(seconds, 1e-6) for name, seconds in durations.items()
+                 if seconds < _settings.BATCH_BELOW_SECONDS}
+        if short:
+            self._short = short
+            self._limit = 2 * self.max_workers
+            self.capacity = self._limit * self._fits(min(short.values()))
+        return self.capacity
+
+    def _fits(self, seconds: float) -> int:
+        """How many calls of ``seconds`` each make one batch."""
+        return max(1, min(_settings.MAX_BATCH, int(_settings.BATCH_SECONDS / seconds)))
+
+    def _expected(self, call: Call) -> float | None:
+        """``call``'s expected seconds if it may travel in a batch, else ``None``."""
+        if call.task.options.timeout is not None or call in self._alone:
+            return None
+        return self._short.get(call.ctx.task)
 
     def submit(self, call: Call) -> None:
         self._backlog.append(call)
@@ -260,23 +301,101 @@ class ProcessBackend(FutureBackend):
         return self.inbox.collect(timeout)
 
     def _top_up(self) -> None:
-        while self._backlog:
+        backlog = self._backlog
+        while backlog:
+            batchable = self._short and self._expected(backlog[0]) is not None
             with self._gate:
-                if self._in_pool >= self.max_workers:
+                # A call sent alone waits for a free worker: its start (and its
+                # deadline) is then when it is sent.
+                if self._in_pool >= (self._limit if batchable else self.max_workers):
                     return
                 self._in_pool += 1
-            self._send_one(self._backlog.popleft())
+                share = -(-len(backlog) // (self._limit - self._in_pool + 1))
+            if batchable:
+                self._send_batch(self._take_batch(share))
+            else:
+                self._send_one(backlog.popleft())
 
-    def _send_one(self, call: Call) -> None:
+    def _take_batch(self, share: int) -> list[Call]:
+        """The batchable calls at the head of the backlog, about ``BATCH_SECONDS`` of them."""
+        backlog, batch = self._backlog, list[Call]()
+        budget = _settings.BATCH_SECONDS
+        while backlog and len(batch) < min(share, _settings.MAX_BATCH) and budget > 0:
+            seconds = self._expected(backlog[0])
+            if seconds is None:
+                break
+            batch.append(backlog.popleft())
+            budget -= seconds
+        return batch
+
+    def _renew_if_broken(self) -> None:
         if getattr(self.executor, "_broken", False):
             # A worker died: the pool refuses new work. Start a fresh one.
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.executor = self._new_pool()
+
+    def _send_one(self, call: Call) -> None:
+        self._renew_if_broken()
         if not self._submit_future(call):
             self._slot_freed()
 
+    def _send_batch(self, calls: list[Call]) -> None:
+        self._renew_if_broken()
+        items, sent = [], []
+        for call in calls:
+            fn = self._callable_for(call)
+            if fn is not None:
+                items.append((fn, call.args, call.kwargs, call.ctx))
+                sent.append(call)
+        try:
+            if not sent:
+                raise _NothingSent
+            future = self.executor.submit(call_batch, items, self._pickle_only)
+        except _NothingSent:
+            self._slot_freed()
+            return
+        except BrokenProcessPool as exc:
+            for call in sent:
+                self._report(call, exc)
+            self._slot_freed()
+            return
+        except RuntimeError as exc:  # pragma: no cover - only its owner shuts the pool down
+            raise _refused(sent[0], exc) from exc
+        for call in sent:
+            self._futures[call] = future
+        future.add_done_callback(functools.partial(self._settle_batch, sent))
+
+    def _settle_batch(self, calls: list[Call], future: cf.Future[list[Outcome]]) -> None:
+        # Runs in the pool's thread, like _settle: each call settles on its own.
+        try:
+            for call in calls:
+                self._futures.pop(call, None)
+            if future.cancelled():
+                kept = [c for c in calls if c not in self._dropped]
+                self._dropped.difference_update(calls)
+                for call in kept:
+                    self._report(call, cf.CancelledError())
+                return
+            error = future.exception()
+            if error is None:
+                for call, outcome in zip(calls, future.result(), strict=True):
+                    self._deliver(call, outcome)
+            elif len(calls) > 1 and not isinstance(error, BrokenProcessPool):
+                # One call's inputs did not pickle, and the batch with it: send
+                # each call alone, so that only that one fails, saying why.
+                self._alone.update(calls)
+                self._backlog.extendleft(reversed(calls))
+                self.inbox.wake()
+            else:
+                # A worker died during the batch: which of its calls ran is
+                # unknown, so each attempt counts as failed (retries apply).
+                for call in calls:
+                    self._report(call, error)
+        finally:
+            self._slot_freed()
+
     def started_at(self, call: Call) -> float | None:
-        # The pool holds no more calls than workers: a call runs once it is sent.
+        # A call with a timeout is sent alone, to a free worker: it runs once sent.
         return self._submitted.get(call)
 
     def _settle(self, call: Call, future: cf.Future[Outcome]) -> None:
@@ -290,7 +409,16 @@ class ProcessBackend(FutureBackend):
     def cancel_pending(self) -> list[Call]:
         waiting = list(self._backlog)
         self._backlog.clear()
-        return waiting + super().cancel_pending()
+        by_future: dict[cf.Future[Any], list[Call]] = {}
+        for call, future in list(self._futures.items()):
+            by_future.setdefault(future, []).append(call)
+        for future, calls in by_future.items():
+            self._dropped.update(calls)  # before cancel(), which runs the callback
+            if future.cancel():
+                waiting += calls
+            else:
+                self._dropped.difference_update(calls)
+        return waiting
 
     def stop(self, call: Call) -> None:
         # The worker normally stops the call itself (SIGALRM); if it is stuck in
@@ -301,6 +429,17 @@ class ProcessBackend(FutureBackend):
         if cancel:
             self._backlog.clear()
         super().close(cancel=cancel or self._abandoned)
+
+
+class _NothingSent(Exception):
+    """No call of a batch could be sent (each was reported)."""
+
+
+def _refused(call: Call, exc: RuntimeError) -> FlowkitError:
+    return FlowkitError(
+        f"cannot submit task {call.task.name!r}: the executor refused it ({exc}); "
+        "pass an executor that is running, and do not shut it down during the run"
+    )
 
 
 def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
