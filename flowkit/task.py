@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import inspect
 import math
+import re
 import sys
 import types
 import typing
@@ -370,6 +371,10 @@ class Task(Generic[P, R]):
     calls the plain function (``task.fn``).
     """
 
+    # flowkit's own stand-in tasks (see flowkit.testing) take reserved names on
+    # purpose, so that they cannot collide with a user's.
+    _reserved_names_ok: typing.ClassVar[bool] = False
+
     def __init__(
         self,
         fn: Callable[P, R],
@@ -389,6 +394,8 @@ class Task(Generic[P, R]):
             raise TaskDefinitionError(
                 f"cannot name a task after {fn!r}; pass name='...'", task_name=None, option="name"
             )
+        if not self._reserved_names_ok:
+            _check_name(name)
         self.name: str = name
         self.fn: Callable[P, R] = fn
         self.options = TaskOptions.given(options, name) if options else _DEFAULT_OPTIONS
@@ -565,6 +572,25 @@ def _as_tasks(other: object, this: Task[..., Any]) -> Sequence[Task[..., Any]]:
     raise TaskDefinitionError(
         f"cannot wire task {this.name!r} to {other!r}: use a task or a list of tasks",
         task_name=this.name,
+    )
+
+
+_ITEM_NAME = re.compile(r".+\[[0-9]+\]", re.DOTALL)
+
+
+def _check_name(name: str) -> None:
+    """Refuse the names flowkit keeps for its own records, which a task would collide with:
+    ``<...>`` (run-level records such as ``<params>``; Python's ``<lambda>`` is fine)
+    and ``name[3]`` (the items of a mapped task)."""
+    if name.startswith("<") and name.endswith(">") and name != "<lambda>":
+        why = "names in angle brackets are reserved for the records flowkit keeps beside tasks"
+    elif _ITEM_NAME.fullmatch(name):
+        why = "names ending in [N] are reserved for the items of mapped tasks"
+    else:
+        return
+    raise TaskDefinitionError(
+        f"cannot name a task {name!r}: {why}; pass another name='...'",
+        task_name=name, option="name",
     )
 
 

@@ -188,7 +188,7 @@ def run_task(
         options["clock"], options["sleep"] = _instant(options["sleep"])
     stand_ins = Registry()
     feeds = [
-        Task(_stand_in, name=f"<input {k}>", registry=stand_ins)
+        _StandIn(_stand_in, name=f"<input {k}>", registry=stand_ins)
         for k in range(1, len(inputs) + 1)
     ]
     values = {feed.name: (Status.SUCCESS, value) for feed, value in zip(feeds, inputs, strict=True)}
@@ -201,6 +201,12 @@ def run_task(
             raise
         run = exc.result
     return TaskRun(run.states[task.name], run)
+
+
+class _StandIn(Task[[], None]):
+    """An input of :func:`run_task`: named ``<input k>``, a name no task of yours can have."""
+
+    _reserved_names_ok = True
 
 
 def _instant(sleep: Callable[[float], object]) -> tuple[FakeClock, Callable[[float], None]]:

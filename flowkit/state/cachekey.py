@@ -171,6 +171,9 @@ def _scalar_tag(kind: type) -> str | None:
     return tag
 
 
+_LONG_INT = 10**600  # below the lowest limit Python allows (640 digits)
+
+
 def input_hash(args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = None) -> str:
     """A hex digest of the inputs, equal for equal values in any process.
 
@@ -244,7 +247,7 @@ def _canon_set(value: Any, out: list[str]) -> None:
 _WRITERS: dict[type, Callable[[Any, list[str]], None]] = {
     type(None): lambda value, out: out.append("N"),
     bool: lambda value, out: out.append("T" if value else "F"),
-    int: lambda value, out: out.append(f"i{value};"),
+    int: lambda value, out: out.append(_int_text(value)),
     float: lambda value, out: out.append(f"f{value.hex()};"),
     str: lambda value, out: out.append(f"s{len(value)}:{value}"),
     bytes: lambda value, out: out.append(f"b{len(value)}:{value.hex()}"),
@@ -256,6 +259,12 @@ _WRITERS: dict[type, Callable[[Any, list[str]], None]] = {
     set: _canon_set,
     frozenset: _canon_set,
 }
+
+
+def _int_text(value: int) -> str:
+    # Long ints in hex: decimal text of more than sys.get_int_max_str_digits()
+    # digits raises ValueError (and costs quadratic time).
+    return f"i{value};" if -_LONG_INT < value < _LONG_INT else f"I{value:x};"
 
 
 def _canon_other(value: Any, out: list[str]) -> None:

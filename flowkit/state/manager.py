@@ -27,13 +27,14 @@ then simply neither cached nor restorable.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from flowkit.context import RunContext
@@ -58,6 +59,7 @@ from flowkit.state.history import (
     TaskStats,
 )
 from flowkit.state.stores import CacheEntry, MemoryStore, Outcome, Store
+from flowkit.state.stores.base import PARAMS
 from flowkit.task import Task
 
 if TYPE_CHECKING:  # pragma: no cover - loaded on first use (see StateManager.serializer)
@@ -216,7 +218,7 @@ class StateManager:
         book = _RunBook(slot, run.run_id)
         restored: dict[str, tuple[Status, Any]] = {}
         carried: list[Outcome] = []
-        with self._lock:
+        with self._using():  # a failure here (a damaged file) leaves the file closed
             if resume:
                 self._check_comparable(run, params)
                 self._flush(slot)
@@ -259,7 +261,7 @@ class StateManager:
         :func:`_slot`)."""
         slot, digest = _slot(run.dag_name, run.params)
         shown = ", ".join(f"{k}={v!r}" for k, v in sorted(run.params.items())) or "none"
-        return Outcome(slot, run.run_id, _PARAMS, _PARAMS, digest, True, shown, self.clock())
+        return Outcome(slot, run.run_id, PARAMS, PARAMS, digest, True, shown, self.clock())
 
     def _check_comparable(self, run: RunContext, params: Outcome) -> None:
         if params.version == _INCOMPARABLE:
@@ -573,9 +575,8 @@ class StateManager:
     def entries(self) -> list[CacheInfo]:
         """Every cache entry, oldest first, with its age, TTL left and size."""
         now = self.clock()
-        with self._lock:
+        with self._using():
             found = self._store.entries()
-            self._release()
         return [
             CacheInfo(
                 e.name, e.key, e.created, now - e.created,
@@ -594,15 +595,15 @@ class StateManager:
         Tasks restored or carried over from earlier runs are included.
         """
         slot = _slot(dag_name, params or {})[0]
-        with self._lock:
+        with self._using():
             self._flush(slot)
             latest = self._store.latest_run(slot)
-            self._release()
         if latest is None:
             return None
         run_id, outcomes = latest
         return run_id, {
-            name: Status(o.status) for name, o in outcomes.items() if name != _PARAMS
+            name: Status(o.status) for name, o in outcomes.items()
+            if name != PARAMS and o.status != PARAMS
         }
 
     def task_names(self) -> list[str]:
@@ -611,7 +612,7 @@ class StateManager:
         names = {e.name for e in self.entries()}
         for run in self.runs():
             names.update(run.tasks)
-        return sorted({item[0] if (item := item_of(n)) else n for n in names} - {_PARAMS})
+        return sorted({item[0] if (item := item_of(n)) else n for n in names} - {PARAMS})
 
     def invalidate(self, name: str | None = None) -> int:
         """Forget the cached results of task ``name``, or of every task.
@@ -622,24 +623,29 @@ class StateManager:
         Returns:
             how many cache entries were dropped.
         """
-        with self._lock:
+        with self._using():
             for dag in list(self._unflushed):
                 self._flush(dag)
             dropped = self._store.invalidate(name)
-            self._release()
         return dropped
 
     def clear(self) -> None:
         """Forget everything: cache entries and recorded runs."""
-        with self._lock:
+        with self._using():
             self._hits.clear()
             self._unflushed.clear()
             self._store.clear()
-            self._release()
 
-    def _release(self) -> None:
-        if not self._books:  # no run in progress: do not hold the file open
-            self._store.close()
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[None]:
+        """Hold the lock; afterwards, even after an error, release the file unless a
+        run is in progress (a listing must not keep the file open)."""
+        with self._lock:
+            try:
+                yield
+            finally:
+                if not self._books:
+                    self._store.close()
 
     # --- run history -----------------------------------------------------------------
 
@@ -662,9 +668,8 @@ class StateManager:
         """
         if limit is not None and (type(limit) is not int or limit < 0):
             raise StateError(f"limit={limit!r}: pass how many runs to return, an int >= 0")
-        with self._lock:
+        with self._using():
             found = self._store.history_runs(dag, limit, tasks=tasks)
-            self._release()
         return [
             self._settled(_history.run_record(run, full=tasks), tasks=tasks) for run in found
         ]
@@ -675,9 +680,8 @@ class StateManager:
         store before it stops counting as alive)."""
         if record.status != "interrupted" or record.ended is not None:
             return record
-        with self._lock:
+        with self._using():
             again = self._store.history_run(record.run_id)
-            self._release()
         if again is None or again.end is None:
             return record
         fresh = _history.run_record(again, full=tasks)
@@ -690,24 +694,21 @@ class StateManager:
         Much cheaper than :meth:`runs` for thousands of runs (the web UI lists
         them so); read a run in full with :meth:`get_run`.
         """
-        with self._lock:
+        with self._using():
             rows = self._store.history_rows(dag)
-            self._release()
         found = _history.summaries(rows)
         for i, summary in enumerate(found):
             if summary.status == "interrupted" and summary.ended is None:
-                with self._lock:  # it may have ended between the read and the look
+                with self._using():  # it may have ended between the read and the look
                     again = self._store.history_run(summary.run_id)
-                    self._release()
                 if again is not None and again.end is not None:
                     found[i] = summary._replace(status=again.end.status, ended=again.end.ended)
         return found
 
     def get_run(self, run_id: str) -> RunRecord | None:
         """The recorded run ``run_id``, with its tasks, or ``None`` if there is none."""
-        with self._lock:
+        with self._using():
             found = self._store.history_run(run_id)
-            self._release()
         return None if found is None else self._settled(_history.run_record(found), tasks=True)
 
     def task_stats(self, name: str, dag: str | None = None) -> TaskStats:
@@ -718,9 +719,8 @@ class StateManager:
             record, how many times it failed, and the median and 90th percentile
             of its durations when it succeeded (``None`` without data).
         """
-        with self._lock:
+        with self._using():
             found = self._store.history_tasks(dag, name)
-            self._release()
         return _history.task_stats(found)
 
     def task_history(
@@ -728,9 +728,8 @@ class StateManager:
     ) -> list[tuple[str, TaskRecord]]:
         """The records of task ``name`` in the recorded runs (of ``dag``, or of every
         DAG), newest first, as ``(run_id, record)`` pairs; at most ``limit``."""
-        with self._lock:
+        with self._using():
             found = self._store.history_tasks(dag, name)
-            self._release()
         if limit is not None:
             found = found[:limit]
         return [(end.run_id, _history.task_record(end)) for end in found]
@@ -738,9 +737,8 @@ class StateManager:
     def expected_durations(self, dag_name: str) -> dict[str, float]:
         """Each task's median duration (seconds) over the successful runs of it
         recorded for ``dag_name``; tasks without one are left out."""
-        with self._lock:
+        with self._using():
             found = self._store.history_tasks(dag_name, None)
-            self._release()
         return _history.medians(found)
 
 
@@ -752,7 +750,6 @@ _BACKENDS = {
     "flowkit.state.stores.sqlite.SQLiteStore": "sqlite",
 }
 _DEFERRABLE = frozenset({Status.SUCCESS, Status.CACHED, Status.SKIPPED})
-_PARAMS = "<params>"  # the run's parameters, recorded beside its outcomes (no task has this name)
 _INCOMPARABLE = "incomparable"
 
 

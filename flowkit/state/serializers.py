@@ -74,6 +74,8 @@ class JSONSerializer:
             return _decode(data)
         except (KeyError, TypeError, ValueError, IndexError, decimal.InvalidOperation) as exc:
             raise SerializationError(f"a stored value cannot be read back: {exc!r}") from None
+        except RecursionError:
+            raise SerializationError("a stored value is nested too deeply") from None
 
 
 def _tagged(tag: str, value: Any) -> dict[str, Any]:
@@ -93,6 +95,12 @@ _TO_TEXT: dict[type, str] = {
 }
 
 
+# Ints beyond this many digits are written in hex: Python refuses to turn ints of
+# more than ``sys.get_int_max_str_digits()`` digits (4300 by default, 640 at
+# least) into decimal text and back; hex has no such limit.
+_LONG_INT = 10**600
+
+
 def _encode(value: Any) -> Any:
     encode = _ENCODERS.get(type(value))
     if encode is None:
@@ -105,6 +113,10 @@ def _encode(value: Any) -> Any:
 
 def _as_is(value: Any) -> Any:
     return value
+
+
+def _encode_int(value: int) -> Any:
+    return value if -_LONG_INT < value < _LONG_INT else _tagged("int", hex(value))
 
 
 def _encode_float(value: float) -> Any:
@@ -134,7 +146,7 @@ def _encode_text(value: Any) -> Any:  # the types of _TO_TEXT
 _ENCODERS: dict[type, Callable[[Any], Any]] = {
     type(None): _as_is,
     bool: _as_is,
-    int: _as_is,
+    int: _encode_int,
     str: _as_is,
     float: _encode_float,
     list: lambda value: [_encode(item) for item in value],
@@ -160,6 +172,7 @@ _FROM_TEXT: dict[str, Any] = {
     "purewindowspath": pathlib.PureWindowsPath,
     "path": pathlib.Path,
     "float": float,
+    "int": lambda text: int(text, 16),
 }
 
 

@@ -27,31 +27,163 @@ from __future__ import annotations
 
 import abc
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from flowkit.exceptions import StateError
+from flowkit.outcome import Status
 from flowkit.state.history import HistoryRun, RunEnd, RunHead, RunRow, TaskEnd
 
-__all__ = ["CacheEntry", "Outcome", "Store", "belongs_to", "open_private"]
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["CacheEntry", "Outcome", "Store", "belongs_to", "check_path", "open_state"]
 
 
-def open_private(path: str, flags: int, *, shown: str, kind: str) -> int:
-    """``os.open(path, flags | O_CREAT, 0o600)``: a state file only its owner reads.
+_OPEN_FLAGS = (
+    getattr(os, "O_CLOEXEC", 0)
+    # Never block opening a FIFO, nor make a terminal ours: such paths are refused below.
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+)
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def not_regular(path: str, mode: int, *, kind: str) -> StateError | None:
+    """The error for a state path whose file (after symlinks) is not a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    what = next((name for test, name in _NOT_REGULAR if test(mode)), "not a file")
+    return StateError(
+        f"{kind} {path!r} is not a regular file (it is {what}); flowkit keeps state only "
+        "in regular files, and never writes to anything else. Pass the path of a state "
+        "file, or a new path.",
+        path=path,
+    )
+
+
+def check_path(path: str, *, kind: str) -> None:
+    """Refuse early a path that exists and is not a regular file (FIFO, device, ...).
+
+    Raises:
+        StateError: naming the path and what it is.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing (created later), or reported when opened
+        return
+    error = not_regular(path, mode, kind=kind)
+    if error is not None:
+        raise error
+
+
+def open_state(path: str, *, write: bool, shown: str, kind: str) -> int | None:
+    """Open a state file: to write, created private (0600) if missing; to read, read-only.
+
+    Whatever is at ``path`` is checked to be a regular file (or a symlink to one)
+    before anything is read or written: a FIFO or a device is refused, never
+    blocked on nor written to.
+
+    Returns:
+        the file descriptor; ``None`` when reading a file that does not exist.
 
     Raises:
         StateError: naming ``shown`` (the path as the user gave it) and what to do.
     """
+    check_path(path, kind=f"{kind} {shown!r} (as {path!r})" if path != shown else kind)
+    flags = _OPEN_FLAGS | (os.O_RDWR | os.O_APPEND | os.O_CREAT if write else os.O_RDONLY)
     try:
-        return os.open(path, flags | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = os.open(path, flags, 0o600)
     except ValueError as exc:  # a NUL byte in the path
         raise StateError(f"invalid {kind} path {shown!r}: {exc}", path=shown) from exc
+    except FileNotFoundError as exc:
+        if not write:
+            return None
+        raise _cannot_open(exc, shown, kind) from exc
     except OSError as exc:
-        raise StateError(
-            f"cannot open {kind} {shown!r}: {exc.strerror or exc}. "
-            "Check that its directory exists and is writable.",
-            path=shown,
-        ) from exc
+        raise _cannot_open(exc, shown, kind) from exc
+    try:
+        error = not_regular(shown, os.fstat(fd).st_mode, kind=kind)
+        if error is not None:  # it changed since check_path looked
+            raise error
+        if fcntl is not None and _OPEN_FLAGS & getattr(os, "O_NONBLOCK", 0):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _cannot_open(exc: OSError, shown: str, kind: str) -> StateError:
+    advice = (
+        "Check that you may read it." if isinstance(exc, PermissionError)
+        else "Check that its directory exists and is writable."
+    )
+    return StateError(f"cannot open {kind} {shown!r}: {exc.strerror or exc}. {advice}", path=shown)
+
+
+# --- what a record read back may hold ------------------------------------------------------
+#
+# A state file can be damaged, edited by hand or planted: every record a store
+# reads is checked field by field with these, and one that fails is reported as
+# a StateError naming the file and the record, never as whatever exception the
+# bad value would cause further on. Each store keeps one table of its records'
+# fields (``journal._FIELDS``, ``sqlite._COLUMNS``): a new kind of record adds
+# its row there.
+
+#: The name (and status) of the record that keeps a run's parameters beside its
+#: outcomes. Task names in angle brackets are refused, so no task can take it.
+PARAMS = "<params>"
+STATUSES = frozenset(s.value for s in Status if s.is_final) | {PARAMS}
+
+_LIMIT = 1e300  # a time beyond it is damage, whatever clock wrote it
+
+
+def is_text(value: object) -> bool:
+    """text"""
+    return type(value) is str
+
+
+def is_time(value: object) -> bool:
+    """a finite number of seconds"""
+    # Compared, not converted: float() of a huge int raises OverflowError.
+    kind = type(value)
+    return (kind is float or kind is int) and -_LIMIT <= value <= _LIMIT  # type: ignore[operator]
+
+
+def is_ttl(value: object) -> bool:
+    """null or a number of seconds >= 0"""
+    return value is None or (is_time(value) and value >= 0)  # type: ignore[operator]
+
+
+def is_size(value: object) -> bool:
+    """a whole number >= 0"""
+    return type(value) is int and value >= 0
+
+
+def is_status(value: object) -> bool:
+    """a task status"""
+    return type(value) is str and value in STATUSES
+
+
+def is_anything(value: object) -> bool:
+    """any JSON value"""
+    return True
+
+
+def shown(value: object) -> str:
+    """A short text of a value read from a file, for an error message."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**50 else "a huge int"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def belongs_to(record_name: str, task_name: str | None) -> bool:

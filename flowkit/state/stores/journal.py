@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
+import re
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from flowkit.exceptions import StateError
@@ -52,7 +54,19 @@ from flowkit.state.history import (
     head_to_data,
     task_to_data,
 )
-from flowkit.state.stores.base import CacheEntry, Outcome, Store, belongs_to, open_private
+from flowkit.state.stores.base import (
+    CacheEntry,
+    Outcome,
+    Store,
+    belongs_to,
+    is_anything,
+    is_status,
+    is_text,
+    is_time,
+    is_ttl,
+    open_state,
+    shown,
+)
 
 try:
     import fcntl
@@ -68,6 +82,36 @@ _HEADER_BYTES = _HEADER.encode()
 _MIN_DEAD = 256  # dead lines tolerated before a compaction is worth its fsync
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)  # absent on Windows
 
+_TEMP_PART = re.compile(r"[a-z0-9_]{8}")  # what tempfile.mkstemp puts in a name
+logger = logging.getLogger("flowkit.state")
+
+
+def _is_name(value: object) -> bool:
+    """a task name, or null for every task"""
+    return value is None or type(value) is str
+
+
+Check = Callable[[object], bool]
+
+# Each kind of record ("t") and its fields: field -> (check, required). Fields
+# not listed are ignored (a later writer of this format may add some).
+_FIELDS: dict[str, dict[str, tuple[Check, bool]]] = {
+    "o": {  # a task's outcome in a run; "v" its value, or "ref" the key of an entry holding it
+        "dag": (is_text, True), "run": (is_text, True), "n": (is_text, True),
+        "s": (is_status, True), "ver": (is_text, True), "at": (is_time, True),
+        "v": (is_anything, False), "ref": (is_text, False),
+    },
+    "c": {  # a cache entry
+        "k": (is_text, True), "n": (is_text, True), "at": (is_time, True),
+        "ttl": (is_ttl, True), "v": (is_anything, True),
+    },
+    "run": {"dag": (is_text, True), "run": (is_text, True), "at": (is_time, True)},
+    "inv": {"n": (_is_name, True)},  # an invalidation
+    # The run history: its records are checked by flowkit.state.history as they
+    # are applied (a ValueError there is reported like a failed check here).
+    "hs": {}, "ht": {}, "he": {},
+}
+
 
 class JSONStore(Store):
     """State in one JSON-lines file at ``path`` (created with mode 0600)."""
@@ -80,6 +124,8 @@ class JSONStore(Store):
         self._file = os.path.realpath(self.path) if "\0" not in self.path else self.path
         self._lock = threading.RLock()
         self._fd: int | None = None
+        self._writable = False  # whether _fd was opened to write
+        self._swept = False  # whether abandoned compaction files were looked for
         self._reset_index(None)
         self._reader = _HistoryReader(self)
 
@@ -103,28 +149,40 @@ class JSONStore(Store):
         runs = sum(len(o) + 1 for _, o in self._runs.values())
         return len(self._entries) + runs + self._history.records()
 
-    def _apply(self, rec: dict[str, Any], size: int) -> None:
-        """Apply one record read from the file (or just written) to the index."""
+    def _apply(self, rec: dict[str, Any], size: int, unreadable: bool = False) -> None:
+        """Apply one record read from the file (checked by ``_read_record``) or just
+        written to the index. ``unreadable``: its value holds an int too long to read."""
         kind = rec["t"]
         if kind == "o":
-            value, has_value, key = rec.get("v"), "v" in rec, None
+            value, has_value, key = rec.get("v"), "v" in rec and not unreadable, None
             if "ref" in rec:  # the value is that of a cache entry written with it
                 key = rec["ref"]
                 entry = self._entries.get(key)
                 has_value, value = entry is not None, entry and entry.value
             self._put_outcome(Outcome(
                 rec["dag"], rec["run"], rec["n"], rec["s"], rec["ver"],
-                has_value, value, rec["at"], key,
+                has_value, value if has_value else None, rec["at"], key,
             ))
         elif kind == "c":
-            self._put_entry(CacheEntry(rec["k"], rec["n"], rec["at"], rec["ttl"], size, rec["v"]))
+            if unreadable:
+                self._lines += 1  # dead: dropped at the next compaction
+                logger.warning(
+                    "task %r: its cached result in %s cannot be read back: it holds an int "
+                    "with more digits than this process converts (see "
+                    "sys.set_int_max_str_digits); the task runs again",
+                    rec["n"], self.path,
+                )
+            else:
+                self._put_entry(
+                    CacheEntry(rec["k"], rec["n"], rec["at"], rec["ttl"], size, rec["v"])
+                )
         elif kind == "run":
             self._runs[rec["dag"]] = (rec["run"], {})
             self._lines += 1
         elif kind in _HISTORY_KINDS:
-            self._history.apply(rec)
+            self._history.apply(rec)  # checks the fields: ValueError if malformed
             self._lines += 1
-        elif kind == "inv":
+        else:  # "inv"
             name = rec["n"]
             for key in [k for k, e in self._entries.items() if belongs_to(e.name, name)]:
                 del self._entries[key]
@@ -132,8 +190,34 @@ class JSONStore(Store):
                 for gone in [n for n in outcomes if belongs_to(n, name)]:
                     del outcomes[gone]
             self._lines += 1
-        else:
-            raise KeyError(kind)
+
+    def _read_record(self, raw: bytes, line_no: int) -> tuple[dict[str, Any], bool]:
+        """Parse and check one line: the record, and whether its value is unreadable.
+
+        Raises:
+            StateError: the line is not a record this format holds, naming the line.
+        """
+        try:
+            rec, unreadable = _parse(raw)
+            if type(rec) is not dict:
+                raise ValueError(f"a record is a JSON object, not {shown(rec)}")
+            kind = rec.get("t")
+            fields = _FIELDS.get(kind) if type(kind) is str else None
+            if fields is None:
+                raise ValueError(f"unknown record type {shown(kind)}")
+            for field, (check, required) in fields.items():
+                if field in rec:
+                    if not check(rec[field]):
+                        raise ValueError(
+                            f"field {field!r} of a {rec['t']!r} record is "
+                            f"{shown(rec[field])}, not {check.__doc__}"
+                        )
+                elif required:
+                    raise ValueError(f"a {rec['t']!r} record without its field {field!r}")
+        except (ValueError, RecursionError) as exc:
+            problem = "a value nested too deeply" if isinstance(exc, RecursionError) else exc
+            raise self._corrupt(line_no, str(problem)) from None
+        return rec, unreadable
 
     def _put_outcome(self, outcome: Outcome) -> None:
         run = self._runs.get(outcome.dag)
@@ -175,20 +259,29 @@ class JSONStore(Store):
         end = data.rfind(b"\n") + 1  # beyond it: a line torn by a crash, ignored
         start = 0
         if self._offset == 0:
+            start = self._check_start(data)
             if end == 0:
-                if _HEADER_BYTES.startswith(data):
-                    return  # only a torn header: the file is as good as new
-                raise self._foreign()
-            start = data.find(b"\n") + 1
-            self._check_header(data[:start])
+                return  # only a torn header: the file is as good as new
         line_no = self._lines + 2  # the header is line 1
         for raw in data[start:end].split(b"\n")[:-1]:
+            rec, unreadable = self._read_record(raw, line_no)
             try:
-                self._apply(json.loads(raw), len(raw) + 1)
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
-                raise self._corrupt(line_no, f"{type(exc).__name__}: {exc}") from None
+                self._apply(rec, len(raw) + 1, unreadable)
+            except _MALFORMED as exc:  # from the checks of a history record
+                raise self._corrupt(line_no, str(exc)) from None
             line_no += 1
         self._offset += end
+
+    def _check_start(self, data: bytes) -> int:
+        """Check that ``data``, the start of the file, starts with a flowkit header
+        (or a part of one, torn by a crash); return the offset of the first record."""
+        start = data.find(b"\n") + 1
+        if start == 0:
+            if _HEADER_BYTES.startswith(data):
+                return 0
+            raise self._foreign()
+        self._check_header(data[:start])
+        return start
 
     def _check_header(self, head: bytes) -> None:
         self._old_format = self._format_of(head) != FORMAT
@@ -213,12 +306,20 @@ class JSONStore(Store):
 
     # --- the file and its lock -----------------------------------------------------
 
-    def _open(self) -> int:
-        if self._fd is None:
-            self._fd = open_private(
-                self._file, os.O_RDWR | os.O_APPEND, shown=self.path, kind="state file"
-            )
-        return self._fd
+    def _open(self, *, write: bool) -> int:
+        """The open file: read-write for writers; read-only for readers, so that a
+        file one may only read can still be read (a missing one is created, private)."""
+        if self._fd is not None and (self._writable or not write):
+            return self._fd
+        self.close()
+        fd = None if write else open_state(
+            self._file, write=False, shown=self.path, kind="state file"
+        )
+        if fd is None:
+            fd, write = open_state(self._file, write=True, shown=self.path, kind="state file"), True
+        assert fd is not None
+        self._fd, self._writable = fd, write
+        return fd
 
     def close(self) -> None:
         with self._lock:
@@ -235,16 +336,17 @@ class JSONStore(Store):
             with contextlib.suppress(OSError):
                 self._reader.close()
 
-    def _acquire(self, *, exclusive: bool) -> int:
+    def _acquire(self, *, exclusive: bool, index: bool = True) -> int:
         """Take the file lock on the file currently at ``path`` and bring the index up to date.
 
         Pair with :meth:`_release`. (Explicit calls rather than a context manager:
-        this runs once per recorded task.)
+        this runs once per recorded task.) ``exclusive`` is for writers. Without
+        ``index`` only the header is checked (to clear a damaged file).
         """
         self._lock.acquire()
         try:
             while True:
-                fd = self._open()
+                fd = self._open(write=exclusive)
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
                 fst = os.fstat(fd)
@@ -254,9 +356,15 @@ class JSONStore(Store):
                     break
                 self.close()
             ident = (fst.st_dev, fst.st_ino)
-            if ident != self._ident:
+            if ident != self._ident or not index:
                 self._reset_index(ident)
-            self._refresh(fst.st_size)
+            if index:
+                self._refresh(fst.st_size)
+            else:
+                os.lseek(fd, 0, os.SEEK_SET)
+                self._check_start(os.read(fd, 4096))
+            if exclusive and not self._swept:
+                self._sweep()
         except BaseException:
             self._release()
             raise
@@ -270,8 +378,8 @@ class JSONStore(Store):
             self._lock.release()
 
     @contextlib.contextmanager
-    def _locked(self, *, exclusive: bool) -> Iterator[int]:
-        fd = self._acquire(exclusive=exclusive)
+    def _locked(self, *, exclusive: bool, index: bool = True) -> Iterator[int]:
+        fd = self._acquire(exclusive=exclusive, index=index)
         try:
             yield fd
         finally:
@@ -413,8 +521,8 @@ class JSONStore(Store):
             return dropped
 
     def clear(self) -> None:
-        with self._locked(exclusive=True):
-            self._reset_index(self._ident)
+        # Only the header is checked: a damaged state file can be cleared too.
+        with self._locked(exclusive=True, index=False):
             self._rewrite()
 
     def end_run(self, dag: str, run_id: str) -> None:
@@ -459,7 +567,7 @@ class JSONStore(Store):
         directory = os.path.dirname(os.path.abspath(self._file))
         new_fd = None
         try:
-            fd, temp = tempfile.mkstemp(dir=directory, prefix=".flowkit-state-", suffix=".tmp")
+            fd, temp = tempfile.mkstemp(dir=directory, prefix=self._temp_prefix(), suffix=".tmp")
         except OSError as exc:
             raise self._unwritable(exc) from exc
         try:
@@ -472,6 +580,7 @@ class JSONStore(Store):
             new_fd = os.open(temp, os.O_RDWR | os.O_APPEND | _CLOEXEC)
             if fcntl is not None:
                 fcntl.flock(new_fd, fcntl.LOCK_EX)
+            self._check_still_ours()
             os.replace(temp, self._file)
         except BaseException as exc:
             if new_fd is not None:
@@ -503,6 +612,48 @@ class JSONStore(Store):
         self._old_format = False
         self._refresh(st.st_size)
 
+    def _check_still_ours(self) -> None:
+        """Refuse to rename over the path unless it is still the file we hold locked
+        (a symlink retargeted, or a file put there by something else, is not ours)."""
+        assert self._fd is not None
+        try:
+            now = os.stat(self._file)
+        except OSError:
+            now = None
+        held = os.fstat(self._fd)
+        if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            raise StateError(
+                f"state file {self.path!r} was replaced by something else while flowkit "
+                "held it; flowkit leaves it alone. Check what else writes to this path.",
+                path=self.path,
+            )
+
+    def _temp_prefix(self) -> str:
+        """Compaction files of this state file: ``.<name>.compacting-XXXXXXXX.tmp``."""
+        return f".{os.path.basename(self._file)}.compacting-"
+
+    def _sweep(self) -> None:
+        """Remove compaction files a killed process left behind (under the exclusive lock).
+
+        They are provably abandoned: compacting this file takes the exclusive lock
+        we hold now, and a compaction that completed renamed its file away.
+        """
+        self._swept = True
+        directory = os.path.dirname(os.path.abspath(self._file))
+        prefix = self._temp_prefix()
+        try:
+            names = os.listdir(directory)
+        except OSError:  # e.g. a directory we may not list: nothing to sweep
+            return
+        for name in names:
+            if (
+                name.startswith(prefix)
+                and name.endswith(".tmp")
+                and _TEMP_PART.fullmatch(name[len(prefix) : -4])
+            ):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, name))
+
     def _unwritable(self, exc: OSError) -> StateError:
         return StateError(
             f"cannot rewrite state file {self.path!r}: {exc.strerror or exc}. flowkit "
@@ -524,6 +675,32 @@ def _line(record: dict[str, Any]) -> bytes:
     return (_encode(record) + "\n").encode()
 
 
+_TOO_LONG = object()  # stands for an int too long to convert in a line being read
+
+
+def _parse(raw: bytes) -> tuple[Any, bool]:
+    """A journal line as JSON, and whether it holds an int too long to convert.
+
+    A process that raised ``sys.set_int_max_str_digits`` may have written ints
+    this one refuses to read: the line is read with those ints left out, so that
+    the rest of the file stays usable.
+    """
+    try:
+        return json.loads(raw), False
+    except ValueError:
+        too_long: list[str] = []
+
+        def parse_int(text: str) -> Any:
+            try:
+                return int(text)
+            except ValueError:
+                too_long.append(text)
+                return _TOO_LONG
+
+        rec = json.loads(raw, parse_int=parse_int)  # the same error if it was another
+        return rec, bool(too_long)
+
+
 def _read_exactly(fd: int, size: int) -> bytes:
     chunks: list[bytes] = []
     while size > 0:
@@ -540,6 +717,8 @@ def _entry_record(e: CacheEntry) -> dict[str, Any]:
 
 
 _HISTORY_KINDS = frozenset({"hs", "ht", "he"})
+# What the checks of a history record raise for a malformed one.
+_MALFORMED = (ValueError, KeyError, TypeError, IndexError, OverflowError, RecursionError)
 # Lines flowkit writes start so; those of other kinds are skipped unparsed by the
 # history reader (a line in any other spelling is parsed to find its kind).
 _OTHER_KINDS = (b'{"t":"c"', b'{"t":"o"', b'{"t":"run"', b'{"t":"inv"')
@@ -570,14 +749,11 @@ class _HistoryReader:
         """The index, with whatever was appended to the file since the last look."""
         while True:
             if self._fd is None:
-                try:
-                    self._fd = os.open(self._store._file, os.O_RDONLY | _CLOEXEC)
-                except FileNotFoundError:
+                self._fd = open_state(
+                    self._store._file, write=False, shown=self._store.path, kind="state file"
+                )
+                if self._fd is None:
                     return HistoryIndex()  # no file yet: no runs
-                except (OSError, ValueError) as exc:
-                    raise StateError(
-                        f"cannot read state file {self._store.path!r}: {exc}", path=self._store.path
-                    ) from exc
             if fcntl is not None:
                 fcntl.flock(self._fd, fcntl.LOCK_SH)
             try:
@@ -611,10 +787,10 @@ class _HistoryReader:
             self._line_no += 1
             if raw.startswith(_OTHER_KINDS):
                 continue
-            try:
-                rec = json.loads(raw)
-                if rec["t"] in _HISTORY_KINDS:
+            rec, _ = self._store._read_record(raw, self._line_no)
+            if rec["t"] in _HISTORY_KINDS:
+                try:
                     self._index.apply(rec)
-            except (ValueError, KeyError, TypeError, IndexError) as exc:
-                raise self._store._corrupt(self._line_no, f"{type(exc).__name__}: {exc}") from None
+                except _MALFORMED as exc:
+                    raise self._store._corrupt(self._line_no, str(exc)) from None
         self._offset += end

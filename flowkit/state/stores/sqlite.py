@@ -25,25 +25,42 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from flowkit.exceptions import StateError
 from flowkit.state.history import (
-    RUN_STATUSES,
     HistoryRun,
     RunEnd,
     RunHead,
     RunRow,
     TaskEnd,
     checked_task,
+    end_from_data,
+    head_from_data,
 )
-from flowkit.state.stores.base import CacheEntry, Outcome, Store, open_private
+from flowkit.state.stores.base import (
+    CacheEntry,
+    Outcome,
+    Store,
+    check_path,
+    is_size,
+    is_status,
+    is_text,
+    is_time,
+    is_ttl,
+    open_state,
+    shown,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+logger = logging.getLogger("flowkit.state")
 
 SCHEMA_VERSION = 2
 _READS = (1, 2)  # schema versions this version reads (1: without run history)
@@ -130,6 +147,38 @@ _TASK_COLUMNS = ", ".join(
     )
 )
 
+def _is_optional_text(value: object) -> bool:
+    """null or text"""
+    return value is None or type(value) is str
+
+
+# What each column read back must hold (SQLite keeps any type in any column):
+# a row that fails is reported as damage, naming the file and the row.
+_COLUMNS = {
+    "cache.key": is_text,
+    "cache.name": is_text,
+    "cache.created": is_time,
+    "cache.ttl": is_ttl,
+    "cache.size": is_size,
+    "runs.run_id": is_text,
+    "outcomes.name": is_text,
+    "outcomes.status": is_status,
+    "outcomes.version": is_text,
+    "outcomes.finished": is_time,
+    "history_runs.run_id": is_text,
+    "history_runs.dag": is_text,
+    "history_runs.started": is_time,
+    "history_runs.ended": is_ttl,  # null, or a time
+    "history_runs.status": _is_optional_text,
+    "history_runs.host": is_text,
+    "history_runs.pid": is_size,
+    "history_runs.token": is_text,
+}
+_ROW_COLUMNS = tuple(
+    f"history_runs.{c}" for c in ("run_id", "dag", "started", "ended", "status", "host", "pid",
+                                  "token")
+)
+
 
 class SQLiteStore(Store):
     """State in an SQLite database at ``path`` (created with mode 0600).
@@ -148,6 +197,7 @@ class SQLiteStore(Store):
         self._db: sqlite3.Connection | None = None
         self._version = SCHEMA_VERSION
         self._graphs: dict[str, dict[str, list[str]]] = {}  # by hash: they never change
+        self._writable = False  # whether _db was opened to write
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
@@ -172,21 +222,69 @@ class SQLiteStore(Store):
             advice = "check the file and its directory"
         return StateError(f"state database {self.path!r}: {text}: {advice}.", path=self.path)
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._db is not None:
+    def _connect(self, *, write: bool = True) -> sqlite3.Connection:
+        """The connection: read-write, or read-only for a reader that may not write
+        the database (its own connection would leave -wal and -shm files behind)."""
+        if self._db is not None and (self._writable or not write):
             return self._db
-        # Create it ourselves, private: SQLite would use the umask.
-        os.close(open_private(self.path, os.O_RDWR, shown=self.path, kind="state database"))
-        db = sqlite3.connect(
-            self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        try:
-            self._prepare(db)
-        except BaseException:
-            db.close()
-            raise
-        self._db = db
+        self.close()
+        db = None if write or self._may_write() else self._connect_readonly()
+        if db is None:
+            # Create it ourselves, private: SQLite would use the umask.
+            fd = open_state(self.path, write=True, shown=self.path, kind="state database")
+            os.close(fd)  # type: ignore[arg-type]
+            db = sqlite3.connect(
+                self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+            )
+            try:
+                self._prepare(db)
+            except BaseException:
+                db.close()
+                raise
+            write = True
+        self._db, self._writable = db, write
         return db
+
+    def _may_write(self) -> bool:
+        try:
+            directory = os.path.dirname(os.path.abspath(self.path))
+            return os.access(self.path, os.W_OK) and os.access(directory, os.W_OK)
+        except ValueError:  # a NUL byte: reported by the writer's path
+            return True
+
+    def _connect_readonly(self) -> sqlite3.Connection | None:
+        """A read-only connection to an existing flowkit database, or ``None`` when
+        there is none yet (the writer's path then creates it)."""
+        check_path(self.path, kind="state database")
+        try:
+            if os.stat(self.path).st_size == 0:
+                return None
+        except (OSError, ValueError):
+            return None  # missing: reported, or created, by the writer's path
+        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path))
+        # Reading a WAL database needs its shared-memory file; in a directory we
+        # may not write, "immutable" reads the file as it is instead.
+        for options in ("?mode=ro", "?mode=ro&immutable=1"):
+            db = sqlite3.connect(
+                uri + options, uri=True, timeout=self.timeout, isolation_level=None,
+                check_same_thread=False,
+            )
+            try:
+                app_id = db.execute("PRAGMA application_id").fetchone()[0]
+                tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+                if app_id == 0 and not tables:
+                    db.close()
+                    return None  # an empty database: made a flowkit one by the writer's path
+                self._check_identity(db, app_id)
+                return db
+            except sqlite3.Error as exc:
+                db.close()
+                if not isinstance(exc, sqlite3.OperationalError) or "immutable" in options:
+                    raise self._error(exc) from exc
+            except BaseException:
+                db.close()
+                raise
+        return None  # pragma: no cover - the loop returns or raises
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         try:
@@ -208,21 +306,25 @@ class SQLiteStore(Store):
                     if db.in_transaction:
                         db.execute("ROLLBACK")
                     raise
-                if app_id != _APPLICATION_ID:
-                    raise self._foreign()
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in _READS:
-                raise StateError(
-                    f"state database {self.path!r} has schema version {version}; this version "
-                    f"of flowkit reads {_READS[0]} to {_READS[-1]}. Upgrade flowkit, or use a "
-                    "new path.",
-                    path=self.path,
-                )
-            self._version = version
+            self._check_identity(db, app_id)
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
+
+    def _check_identity(self, db: sqlite3.Connection, app_id: int) -> None:
+        """Refuse a database of another application, or of another schema version."""
+        if app_id != _APPLICATION_ID:
+            raise self._foreign()
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in _READS:
+            raise StateError(
+                f"state database {self.path!r} has schema version {version}; this version "
+                f"of flowkit reads {_READS[0]} to {_READS[-1]}. Upgrade flowkit, or use a "
+                "new path.",
+                path=self.path,
+            )
+        self._version = version
 
     def _foreign(self) -> StateError:
         return StateError(
@@ -235,7 +337,7 @@ class SQLiteStore(Store):
     def _tx(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         """One transaction; ``write`` takes the write lock at once (no upgrade deadlocks)."""
         with self._lock:
-            db = self._connect()
+            db = self._connect(write=write)
             try:
                 db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
@@ -266,31 +368,61 @@ class SQLiteStore(Store):
     # --- Store --------------------------------------------------------------------
 
     def get_entry(self, key: str) -> CacheEntry | None:
+        columns = ("cache.key", "cache.name", "cache.created", "cache.ttl", "cache.size")
         with self._tx(write=False) as db:
             row = db.execute(
-                "SELECT c.key, c.name, c.created, c.ttl, c.size, b.value FROM cache AS c "
-                "JOIN blobs AS b ON b.hash = c.blob WHERE c.key = ?",
+                f"SELECT {', '.join(columns)}, blobs.value FROM cache JOIN blobs "
+                "ON blobs.hash = cache.blob WHERE cache.key = ?",
                 (key,),
             ).fetchone()
         if row is None:
             return None
-        return CacheEntry(row[0], row[1], row[2], row[3], row[4], self._load(row[5]))
+        self._check_row(columns, row)
+        value, problem = self._load(row[5])
+        if problem is not None:
+            raise self._damaged(f"the cached value of task {row[1]!r}", problem)
+        return CacheEntry(row[0], row[1], row[2], row[3], row[4], value)
 
-    def _load(self, text: str) -> Any:
+    def _check_row(self, columns: tuple[str, ...], row: tuple[Any, ...]) -> None:
+        """Check each cell of ``row`` read from ``columns`` (``"table.column"`` names).
+
+        Raises:
+            StateError: naming the file, the column, and the row by its first cell.
+        """
+        for column, cell in zip(columns, row, strict=False):
+            check = _COLUMNS[column]
+            if not check(cell):
+                raise self._damaged(
+                    f"{column} of the row {shown(row[0])}",
+                    f"it is {shown(cell)}, not {check.__doc__}",
+                )
+
+    def _damaged(self, what: str, problem: str) -> StateError:
+        return StateError(
+            f"state database {self.path!r} is damaged: {what} cannot be read ({problem}). "
+            "Invalidate the task, or move the file away to start with an empty state.",
+            path=self.path,
+        )
+
+    def _load(self, text: object) -> tuple[Any, str | None]:
+        """A stored value, or why it cannot be read: ``(value, None)`` or ``(None, problem)``."""
+        if type(text) is not str:
+            return None, f"it is {shown(text)}, not JSON text"
         try:
-            return json.loads(text)
+            return json.loads(text), None
+        except RecursionError:
+            return None, "it is nested too deeply"
         except ValueError as exc:
-            raise StateError(
-                f"state database {self.path!r} holds a damaged value: {exc}. Invalidate "
-                "the task, or move the file away to start with an empty state.",
-                path=self.path,
-            ) from None
+            return None, str(exc)
 
     def entries(self) -> list[CacheEntry]:
+        columns = ("cache.key", "cache.name", "cache.created", "cache.ttl", "cache.size")
         with self._tx(write=False) as db:
             rows = db.execute(
-                "SELECT key, name, created, ttl, size FROM cache ORDER BY created, key"
+                f"SELECT {', '.join(columns)} FROM cache ORDER BY created, key"
             ).fetchall()
+        for row in rows:
+            self._check_row(columns, row)
         return [CacheEntry(row[0], row[1], row[2], row[3], row[4], None) for row in rows]
 
     def start_run(
@@ -340,25 +472,31 @@ class SQLiteStore(Store):
         )
 
     def latest_run(self, dag: str) -> tuple[str, Mapping[str, Outcome]] | None:
+        columns = ("outcomes.name", "outcomes.status", "outcomes.version", "outcomes.finished")
         with self._tx(write=False) as db:
             row = db.execute(
                 "SELECT run_id FROM runs WHERE dag = ? ORDER BY seq DESC LIMIT 1", (dag,)
             ).fetchone()
             if row is None:
                 return None
+            self._check_row(("runs.run_id",), row)
             run_id = row[0]
             rows = db.execute(
-                "SELECT o.name, o.status, o.version, b.value, o.finished FROM outcomes AS o "
-                "LEFT JOIN blobs AS b ON b.hash = o.blob WHERE o.dag = ? AND o.run_id = ?",
+                f"SELECT {', '.join(columns)}, blobs.value FROM outcomes LEFT JOIN blobs "
+                "ON blobs.hash = outcomes.blob WHERE outcomes.dag = ? AND outcomes.run_id = ?",
                 (dag, run_id),
             ).fetchall()
-        outcomes = {
-            name: Outcome(
-                dag, run_id, name, status, version, value is not None,
-                None if value is None else self._load(value), finished,
-            )
-            for name, status, version, value, finished in rows
-        }
+        outcomes = {}
+        for name, status, version, finished, text in rows:
+            self._check_row(columns, (name, status, version, finished))
+            value, problem = (None, None) if text is None else self._load(text)
+            if problem is not None:
+                logger.warning(
+                    "task %r: its result recorded in %s cannot be read back (%s); it runs "
+                    "again", name, self.path, problem,
+                )
+            readable = text is not None and problem is None
+            outcomes[name] = Outcome(dag, run_id, name, status, version, readable, value, finished)
         return run_id, outcomes
 
     def invalidate(self, name: str | None = None) -> int:
@@ -448,15 +586,13 @@ class SQLiteStore(Store):
         with self._tx(write=False) as db:
             if self._version < 2:
                 return []
-            rows: list[RunRow] = db.execute(
+            rows = db.execute(
                 "SELECT run_id, dag, started, ended, status, host, pid, token FROM history_runs "
                 f"{where} ORDER BY seq DESC",
                 args,
             ).fetchall()
         for row in rows:
-            if not (isinstance(row[2], float | int) and (row[3] is None or isinstance(
-                    row[3], float | int)) and (row[4] is None or row[4] in RUN_STATUSES)):
-                raise self._damaged_history(ValueError(f"a run of unexpected types: {row!r:.200}"))
+            self._check_row(_ROW_COLUMNS, row)
         return rows
 
     def history_run(self, run_id: str) -> HistoryRun | None:
@@ -493,36 +629,43 @@ class SQLiteStore(Store):
         self, db: sqlite3.Connection, row: tuple[Any, ...], tasks: list[TaskEnd]
     ) -> HistoryRun:
         _, run_id, dag, started, params, digest, version, host, pid, token, status, ended = row
-        if not (
-            isinstance(started, float | int) and type(pid) is int
-            and all(isinstance(v, str) for v in (run_id, dag, version, host, token))
-            and (status is None or (status in RUN_STATUSES and isinstance(ended, float | int)))
-        ):
-            raise self._damaged_history(ValueError(f"a run of unexpected types: {row!r:.200}"))
-        graph = self._graphs.get(digest) if digest is not None else {}
-        if graph is None:
+        graph = self._graphs.get(digest) if type(digest) is str else None
+        if digest is None:
+            graph = {}  # a light listing: the graph left out
+        elif graph is None:
             found = db.execute("SELECT graph FROM history_graphs WHERE hash = ?", (digest,))
             text = found.fetchone()
-            graph = self._graphs[digest] = self._load(text[0]) if text is not None else {}
-        head = RunHead(
-            run_id, dag, started, {} if params is None else self._load(params), graph, version,
-            host, pid, token, 0,
-        )
-        end = None if status is None else RunEnd(run_id, status, ended)
+            graph = {} if text is None else self._loaded(text[0], f"the graph of run {run_id!r}")
+        fields = {
+            "run_id": run_id, "dag": dag, "started": started, "params": {}, "graph": graph,
+            "version": version, "host": host, "pid": pid, "token": token, "keep": 0,
+        }
+        if params is not None:
+            fields["params"] = self._loaded(params, f"the parameters of run {shown(run_id)}")
+        try:  # the checks of the journal's history records
+            head = head_from_data(fields)
+            end = None if status is None else end_from_data(
+                {"run_id": run_id, "status": status, "ended": ended}
+            )
+        except (ValueError, OverflowError) as exc:
+            raise self._damaged(f"history_runs row {shown(run_id)}", str(exc)) from None
+        if type(digest) is str:
+            self._graphs[digest] = head.graph
         return HistoryRun(head, tasks, end)
 
     def _task_end(self, row: tuple[Any, ...]) -> TaskEnd:
-        try:
+        try:  # the checks of the journal's history records
             return checked_task(row)
-        except ValueError as exc:
-            raise self._damaged_history(exc) from None
+        except (ValueError, OverflowError) as exc:
+            raise self._damaged(
+                f"history_tasks row {shown(row[1])} of run {shown(row[0])}", str(exc)
+            ) from None
 
-    def _damaged_history(self, exc: ValueError) -> StateError:
-        return StateError(
-            f"state database {self.path!r} holds a damaged run history record ({exc}). "
-            "Clear the state, or move the file away to start afresh.",
-            path=self.path,
-        )
+    def _loaded(self, text: object, what: str) -> Any:
+        value, problem = self._load(text)
+        if problem is not None:
+            raise self._damaged(what, problem)
+        return value
 
     def end_run(self, dag: str, run_id: str) -> None:
         with self._lock:
@@ -541,7 +684,12 @@ def _blob(db: sqlite3.Connection, value: Any) -> tuple[str, str]:
     """Store ``value`` once; return its JSON text and its hash."""
     text = json.dumps(value, separators=(",", ":"))
     digest = hashlib.sha256(text.encode()).hexdigest()[:40]
-    db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?)", (digest, text))
+    # A blob already there is rewritten only if it differs: damaged on disk.
+    db.execute(
+        "INSERT INTO blobs VALUES (?1, ?2) ON CONFLICT (hash) DO UPDATE SET value = ?2 "
+        "WHERE value IS NOT ?2",
+        (digest, text),
+    )
     return text, digest
 
 
