@@ -10,7 +10,7 @@ import flowkit
 from flowkit import DAG, task
 from flowkit.render import STYLES
 
-WEIRD = ['say "hi"', "a b", "x[1]", "{curly}", "end", "back\\slash", "semi;colon", "<tag>&#"]
+WEIRD = ['say "hi"', "a b", "x[i]", "{curly}", "end", "back\\slash", "semi;colon", "<tag>&#"]
 
 
 def _branchy() -> DAG:
