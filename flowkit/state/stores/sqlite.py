@@ -45,6 +45,7 @@ from flowkit.state.history import (
     head_from_data,
 )
 from flowkit.state.stores.base import (
+    PARAMS,
     CacheEntry,
     Outcome,
     Store,
@@ -490,7 +491,7 @@ class SQLiteStore(Store):
         for name, status, version, finished, text in rows:
             self._check_row(columns, (name, status, version, finished))
             value, problem = (None, None) if text is None else self._load(text)
-            if problem is not None:
+            if problem is not None and name != PARAMS:  # that one's value is only shown
                 logger.warning(
                     "task %r: its result recorded in %s cannot be read back (%s); it runs "
                     "again", name, self.path, problem,
