@@ -218,6 +218,11 @@ def op_latest(path: Path) -> object:
     return StateManager(path).latest_run(DAG_NAME)
 
 
+def op_history(path: Path) -> object:
+    state = StateManager(path)
+    return state.runs(), state.task_stats("total"), state.expected_durations(DAG_NAME)
+
+
 def op_run(path: Path) -> object:
     return run_all(path)
 
@@ -230,7 +235,9 @@ def op_invalidate(path: Path) -> object:
     return StateManager(path).invalidate("total")
 
 
-OPERATIONS: list[Callable[[Path], object]] = [op_list, op_latest, op_resume, op_run, op_invalidate]
+OPERATIONS: list[Callable[[Path], object]] = [
+    op_list, op_latest, op_history, op_resume, op_run, op_invalidate,
+]
 
 
 def check_operations(path: Path, where: str, failures: list[str]) -> None:
