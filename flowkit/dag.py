@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import dataclasses
+import os
 import random
 import reprlib
 import secrets
@@ -29,7 +30,7 @@ from flowkit.hooks import HookDispatcher
 from flowkit.logging import LoggingHook
 from flowkit.ready import check_pools
 from flowkit.results import RunResult
-from flowkit.run_options import RunOptions, StateProtocol, Targets
+from flowkit.run_options import RunOptions, StateProtocol, Targets, state_manager
 from flowkit.scheduler import Scheduler
 from flowkit.state import StateManager
 from flowkit.task import Registry, Task, registry
@@ -86,11 +87,13 @@ class DAG:
         tasks: Iterable[Task[..., Any]] | Task[..., Any] | None = None,
         *,
         name: str = "default",
-        state: StateProtocol | None = None,
+        state: StateProtocol | str | os.PathLike[str] | None = None,
         registry: Registry = registry,
     ):
         if not isinstance(name, str) or not name:
             raise FlowkitError(f"a DAG needs a non-empty string name, got {name!r}")
+        if not isinstance(registry, Registry):
+            raise FlowkitError(f"DAG(registry=...) takes a flowkit Registry, got {registry!r}")
         self.name = name
         roots = list(registry) if tasks is None else _roots(tasks)
         self._graph = Graph(upstream_closure(roots))
@@ -98,7 +101,9 @@ class DAG:
         for task, up in stale_upstream(self._graph.tasks):
             warnings.warn(stale_message(task, up), UserWarning, stacklevel=2)
         self._subgraphs: dict[tuple[str, ...], Graph] = {}
-        self.state: StateProtocol = state if state is not None else StateManager()
+        self.state: StateProtocol = (
+            StateManager() if state is None else state_manager(state, "DAG(state=...)")
+        )
 
     # --- the tasks ------------------------------------------------------------
 
@@ -190,7 +195,7 @@ class DAG:
         max_workers: int | None = None,
         fail_fast: bool = True,
         targets: Targets = None,
-        state: StateProtocol | None = None,
+        state: StateProtocol | str | os.PathLike[str] | None = None,
         resume: bool = False,
         hooks: Sequence[object] = (),
         params: Mapping[str, Any] | None = None,
@@ -212,7 +217,8 @@ class DAG:
                 branches go on.
             targets: run only these tasks (names or Task objects) and what they
                 depend on.
-            state: a state manager for this run instead of the DAG's own.
+            state: a state manager for this run instead of the DAG's own, or the
+                path of a state file.
             resume: restore tasks that succeeded in this DAG's latest run with the
                 same ``params`` in ``state`` and run the rest.
             hooks: objects with lifecycle methods (see ``flowkit.hooks``).
@@ -233,9 +239,11 @@ class DAG:
             TaskNotFoundError: a target is not in the DAG.
             KeyboardInterrupt: re-raised after pending work is cancelled.
         """
+        manager = None if state is None else state_manager(state, "run(state=...)")
         return self._run(RunOptions(
             executor=executor, max_workers=max_workers, fail_fast=fail_fast, targets=targets,
-            state=state, resume=resume, hooks=hooks, params=params, pools=pools, address=address,
+            state=manager, resume=resume, hooks=hooks, params=params, pools=pools,
+            address=address,
             max_concurrency=max_concurrency, rng=rng, clock=clock, sleep=sleep,
         ))
 
@@ -266,6 +274,7 @@ class DAG:
         handle: _RunHandle | None = None,
     ) -> RunResult:
         """The one path of :meth:`run` and :meth:`arun` (which passes its event loop)."""
+        options = options.checked()
         max_concurrency = options.max_concurrency
         if max_concurrency is not None and (
             not isinstance(max_concurrency, int) or max_concurrency < 1

@@ -7,6 +7,7 @@ scheduler gets from ``DAG.run(rng=...)`` — seed it to reproduce jitter.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 
@@ -32,12 +33,17 @@ def backoff_delay(
     """
     if retry < 1:
         raise ValueError(f"retry numbers start at 1, got {retry}")
-    try:
-        delay = retry_delay * backoff ** (retry - 1)
-    except OverflowError:  # a huge retry count with backoff > 1
-        delay = float("inf")
+    if retry_delay == 0:
+        delay = 0.0  # however many retries: 0 * inf would be nan
+    else:
+        try:
+            delay = retry_delay * backoff ** (retry - 1)
+        except OverflowError:  # a huge retry count with backoff > 1: past any cap
+            delay = math.inf
     if max_delay is not None and delay > max_delay:
         delay = max_delay
     if jitter and delay and random is not None:
-        delay += jitter * delay * random()
+        extra = jitter * random()
+        if extra:  # inf * 0 would be nan
+            delay += extra * delay
     return delay

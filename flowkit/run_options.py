@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import os
 import random
+import reprlib
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from flowkit.exceptions import FlowkitError
+from flowkit.state import StateManager
 from flowkit.task import Task
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.context import RunContext
     from flowkit.outcome import Status
 
-__all__ = ["RunOptions", "StateProtocol", "Targets"]
+__all__ = ["RunOptions", "StateProtocol", "Targets", "state_manager"]
 
 Targets = Sequence[str | Task[..., Any]] | str | Task[..., Any] | None
 """What ``targets=`` takes: task names or Task objects, one or a list of them."""
@@ -56,6 +60,37 @@ class RunOptions:
     clock: Callable[[], float] | None = None
     sleep: Callable[[float], None] | None = None
 
+    def checked(self) -> RunOptions:
+        """These options after checking the type of each (the rest is checked where it
+        is used: targets, params, executor and pool sizes); a state given as a path
+        becomes a :class:`~flowkit.StateManager` of that file.
+
+        Raises:
+            FlowkitError: naming the argument and what it takes.
+        """
+        for name in ("fail_fast", "resume"):
+            if type(getattr(self, name)) is not bool:
+                raise _bad(name, getattr(self, name), "True or False")
+        hooks = self.hooks
+        if isinstance(hooks, str | bytes) or not isinstance(hooks, Iterable):
+            raise _bad("hooks", hooks, "a list of hook objects, e.g. hooks=[MyHook()]")
+        hooks = tuple(hooks)
+        for hook in hooks:
+            if hook is None or isinstance(hook, str | bytes | int | float):
+                raise _bad("hooks", hook, "objects with on_task_success(...) and such methods")
+        if self.address is not None and not isinstance(self.address, str):
+            raise _bad("address", self.address, "a Dask scheduler address like 'tcp://host:8786'")
+        if self.rng is not None and not callable(getattr(self.rng, "random", None)):
+            raise _bad("rng", self.rng, "a random.Random, e.g. random.Random(42)")
+        for name in ("clock", "sleep"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise _bad(name, getattr(self, name), "a function, or None")
+        if not isinstance(self.executor, str | cf.Executor):
+            raise _bad("executor", self.executor, "'thread', 'process', 'sync', 'dask' or a "
+                       "concurrent.futures.Executor")
+        state = None if self.state is None else state_manager(self.state, "run(state=...)")
+        return dataclasses.replace(self, hooks=hooks, state=state)
+
     def timed(self) -> RunOptions:
         """These options with the run's one clock and sleep filled in."""
         clock, sleep = self.clock, self.sleep
@@ -77,3 +112,25 @@ def _clock_advanced_by(
         sleep(seconds)
 
     return (lambda: time.monotonic() + slept[0]), advancing_sleep
+
+
+def state_manager(state: object, argument: str) -> StateProtocol:
+    """``state`` as a state manager: a path becomes a :class:`~flowkit.StateManager`.
+
+    Raises:
+        FlowkitError: ``state`` is neither a path nor a state manager.
+    """
+    if isinstance(state, str | os.PathLike):
+        return StateManager(state)
+    if not all(callable(getattr(state, method, None)) for method in ("begin_run", "lookup")):
+        raise FlowkitError(
+            f"{argument} takes a StateManager or the path of a state file, got "
+            f"{type(state).__name__} {reprlib.repr(state)}"
+        )
+    return state  # type: ignore[return-value]
+
+
+def _bad(name: str, value: object, takes: str) -> FlowkitError:
+    return FlowkitError(
+        f"run({name}=...) takes {takes}; got {type(value).__name__} {reprlib.repr(value)}"
+    )

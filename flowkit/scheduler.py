@@ -47,6 +47,7 @@ _UPSTREAM_FAILED, _CANCELLED = Status.UPSTREAM_FAILED, Status.CANCELLED
 _BROKEN = (_FAILED, _UPSTREAM_FAILED, _CANCELLED)
 _new = tuple.__new__  # a C-level Attempt(...) for the hot path
 _NO_KWARGS: Mapping[str, Any] = {}  # shared and never mutated (picklable, unlike a proxy)
+_LONGEST_WAIT = 3600.0  # seconds the loop waits at most before it looks at its timers again
 
 
 class RunCancelled(Exception):
@@ -151,6 +152,10 @@ class Scheduler(StateMachine):
         if self.cancelled:
             raise RunCancelled("the run was cancelled")
         wait = self._fire_timers() if self.retry_timers or self.deadlines else None
+        if wait is not None:
+            # A timer hours or 1e300 seconds away: wake up now and then instead
+            # (sleep and queue waits refuse timeouts past what the OS can count).
+            wait = min(wait, _LONGEST_WAIT)
         if self.ready or self.outbox or not self.unfinished:
             return
         if self.starts.can_take(self.ctx.running):

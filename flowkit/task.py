@@ -66,16 +66,31 @@ def _any_int(value: Any) -> Any:
 
 
 def _seconds(
-    minimum: float, *, optional: bool, strict: bool = False, more: str = " (seconds)"
+    minimum: float,
+    *,
+    optional: bool,
+    strict: bool = False,
+    more: str = " (seconds)",
+    infinity: Literal["refuse", "none", "keep"] = "refuse",
 ) -> Callable[[Any], Any]:
+    """A check of a number of seconds (or a factor). ``infinity``: ``math.inf`` is
+    refused (a delay that would never end, or arithmetic that overflows), means
+    ``None`` ("never": no timeout, no cap), or is kept as it is (a TTL)."""
     bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-    problem = f"must be {'None or ' if optional else ''}a number {bound}{more}"
+    finite = "a finite number" if infinity == "refuse" else "a number"
+    problem = f"must be {'None or ' if optional else ''}{finite} {bound}{more}"
 
     def check(value: Any) -> Any:
         if value is None and optional:
             return value
         if not _is_number(value) or value < minimum or (strict and value == minimum):
             raise _Invalid(problem)
+        if type(value) is int and value > sys.float_info.max:  # arithmetic would overflow
+            raise _Invalid(problem)
+        if value == math.inf and infinity != "keep":
+            if infinity == "refuse":
+                raise _Invalid(problem)
+            return None
         return value
 
     return check
@@ -129,7 +144,11 @@ class TaskOptions:
         ),
     )
     max_delay: float | None = field(
-        default=None, metadata=_spec(_seconds(0, optional=True), "cap on the delay, in seconds")
+        default=None,
+        metadata=_spec(
+            _seconds(0, optional=True, infinity="none"),
+            "cap on the delay, in seconds (`math.inf` is the same as `None`: no cap)",
+        ),
     )
     jitter: float = field(
         default=0.0,
@@ -146,8 +165,9 @@ class TaskOptions:
     timeout: float | None = field(
         default=None,
         metadata=_spec(
-            _seconds(0, optional=True, strict=True),
-            "seconds an attempt may run before it fails with `TaskTimeoutError`",
+            _seconds(0, optional=True, strict=True, infinity="none"),
+            "seconds an attempt may run before it fails with `TaskTimeoutError` "
+            "(`math.inf` is the same as `None`: no timeout)",
         ),
     )
     when: Callable[..., Any] | None = field(
@@ -165,7 +185,7 @@ class TaskOptions:
     cache_ttl: float | None = field(
         default=None,
         metadata=_spec(
-            _seconds(0, optional=True, more=" (seconds), or math.inf"),
+            _seconds(0, optional=True, more=" (seconds), or math.inf", infinity="keep"),
             "seconds a cached result stays valid (`math.inf`: forever; `None`: no caching)",
         ),
     )
@@ -269,7 +289,9 @@ def options_table() -> str:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+    if isinstance(value, float):
+        return not math.isnan(value)
+    return isinstance(value, int) and not isinstance(value, bool)  # an int may be huge
 
 
 def _is_int(value: object) -> bool:
