@@ -30,7 +30,7 @@ from flowkit.hooks import HookDispatcher
 from flowkit.logging import LoggingHook
 from flowkit.ready import check_pools
 from flowkit.results import RunResult
-from flowkit.run_options import RunOptions, StateProtocol, Targets, state_manager
+from flowkit.run_options import RunOptions, StateProtocol, Targets
 from flowkit.scheduler import Scheduler
 from flowkit.state import StateManager
 from flowkit.task import Registry, Task, registry
@@ -102,7 +102,7 @@ class DAG:
             warnings.warn(stale_message(task, up), UserWarning, stacklevel=2)
         self._subgraphs: dict[tuple[str, ...], Graph] = {}
         self.state: StateProtocol = (
-            StateManager() if state is None else state_manager(state, "DAG(state=...)")
+            StateManager() if state is None else _state_manager(state, "DAG(state=...)")
         )
 
     # --- the tasks ------------------------------------------------------------
@@ -239,7 +239,7 @@ class DAG:
             TaskNotFoundError: a target is not in the DAG.
             KeyboardInterrupt: re-raised after pending work is cancelled.
         """
-        manager = None if state is None else state_manager(state, "run(state=...)")
+        manager = None if state is None else _state_manager(state, "run(state=...)")
         return self._run(RunOptions(
             executor=executor, max_workers=max_workers, fail_fast=fail_fast, targets=targets,
             state=manager, resume=resume, hooks=hooks, params=params, pools=pools,
@@ -275,6 +275,10 @@ class DAG:
     ) -> RunResult:
         """The one path of :meth:`run` and :meth:`arun` (which passes its event loop)."""
         options = options.checked()
+        if options.state is not None:  # arun passes its options as they came
+            options = dataclasses.replace(
+                options, state=_state_manager(options.state, "run(state=...)")
+            )
         max_concurrency = options.max_concurrency
         if max_concurrency is not None and (
             not isinstance(max_concurrency, int) or max_concurrency < 1
@@ -429,6 +433,22 @@ def _roots(tasks: object) -> list[Task[..., Any]]:
             f"DAG(tasks) takes a task or a list of tasks, got {type(tasks).__name__} {tasks!r}"
         )
     return list(tasks)
+
+
+def _state_manager(state: object, argument: str) -> StateProtocol:
+    """``state`` as a state manager: a path becomes a :class:`~flowkit.StateManager`.
+
+    Raises:
+        FlowkitError: ``state`` is neither a path nor a state manager.
+    """
+    if isinstance(state, str | os.PathLike):
+        return StateManager(state)
+    if not all(callable(getattr(state, method, None)) for method in ("begin_run", "lookup")):
+        raise FlowkitError(
+            f"{argument} takes a StateManager or the path of a state file, got "
+            f"{type(state).__name__} {reprlib.repr(state)}"
+        )
+    return state  # type: ignore[return-value]
 
 
 def _params(params: object) -> dict[str, Any]:

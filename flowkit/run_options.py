@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import os
 import random
 import reprlib
 import time
@@ -16,14 +15,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from flowkit.exceptions import FlowkitError
-from flowkit.state import StateManager
 from flowkit.task import Task
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.context import RunContext
     from flowkit.outcome import Status
 
-__all__ = ["RunOptions", "StateProtocol", "Targets", "state_manager"]
+__all__ = ["RunOptions", "StateProtocol", "Targets"]
 
 Targets = Sequence[str | Task[..., Any]] | str | Task[..., Any] | None
 """What ``targets=`` takes: task names or Task objects, one or a list of them."""
@@ -62,8 +60,7 @@ class RunOptions:
 
     def checked(self) -> RunOptions:
         """These options after checking the type of each (the rest is checked where it
-        is used: targets, params, executor and pool sizes); a state given as a path
-        becomes a :class:`~flowkit.StateManager` of that file.
+        is used: state, targets, params, executor names and pool sizes).
 
         Raises:
             FlowkitError: naming the argument and what it takes.
@@ -88,8 +85,7 @@ class RunOptions:
         if not isinstance(self.executor, str | cf.Executor):
             raise _bad("executor", self.executor, "'thread', 'process', 'sync', 'dask' or a "
                        "concurrent.futures.Executor")
-        state = None if self.state is None else state_manager(self.state, "run(state=...)")
-        return dataclasses.replace(self, hooks=hooks, state=state)
+        return dataclasses.replace(self, hooks=hooks)
 
     def timed(self) -> RunOptions:
         """These options with the run's one clock and sleep filled in."""
@@ -112,22 +108,6 @@ def _clock_advanced_by(
         sleep(seconds)
 
     return (lambda: time.monotonic() + slept[0]), advancing_sleep
-
-
-def state_manager(state: object, argument: str) -> StateProtocol:
-    """``state`` as a state manager: a path becomes a :class:`~flowkit.StateManager`.
-
-    Raises:
-        FlowkitError: ``state`` is neither a path nor a state manager.
-    """
-    if isinstance(state, str | os.PathLike):
-        return StateManager(state)
-    if not all(callable(getattr(state, method, None)) for method in ("begin_run", "lookup")):
-        raise FlowkitError(
-            f"{argument} takes a StateManager or the path of a state file, got "
-            f"{type(state).__name__} {reprlib.repr(state)}"
-        )
-    return state  # type: ignore[return-value]
 
 
 def _bad(name: str, value: object, takes: str) -> FlowkitError:

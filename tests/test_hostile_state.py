@@ -41,6 +41,7 @@ from flowkit import (
 from flowkit.cli import main
 
 DAG_NAME = "hostile"
+PARAMS = {"day": "tuesday"}
 SWITCH: dict[str, bool] = {}
 
 
@@ -80,7 +81,7 @@ def hostile_dag() -> DAG:
 def run_all(path: Path, *, resume: bool = False) -> Any:
     return hostile_dag().run(
         executor="sync", state=StateManager(path), fail_fast=False, resume=resume,
-        params={"day": "tuesday"},
+        params=PARAMS,
     )
 
 
@@ -215,7 +216,7 @@ def op_list(path: Path) -> object:
 
 
 def op_latest(path: Path) -> object:
-    return StateManager(path).latest_run(DAG_NAME)
+    return StateManager(path).latest_run(DAG_NAME, PARAMS)
 
 
 def op_history(path: Path) -> object:
@@ -297,7 +298,7 @@ def test_a_damaged_database_row_is_a_state_error_or_skipped(
 
 def test_the_pristine_files_are_read_back_whole(pristine: dict[str, Path]) -> None:
     for path in pristine.values():
-        latest = StateManager(path).latest_run(DAG_NAME)
+        latest = StateManager(path).latest_run(DAG_NAME, PARAMS)
         assert latest is not None
         assert latest[1] == {
             "source": Status.CACHED, "total": Status.CACHED, "never": Status.SKIPPED,
@@ -568,7 +569,7 @@ def test_the_next_writer_removes_abandoned_compaction_files(tmp_path: Path) -> N
     run_all(path)  # the next writer does
     assert not any(p.exists() for p in abandoned)
     assert all(p.exists() for p in kept)
-    assert StateManager(path).latest_run(DAG_NAME) is not None
+    assert StateManager(path).latest_run(DAG_NAME, PARAMS) is not None
 
 
 def test_a_compaction_uses_the_name_the_next_writer_sweeps(tmp_path: Path) -> None:
@@ -654,7 +655,7 @@ def test_a_state_file_one_may_only_read_can_be_listed_and_read(
             code = main(["state", "list", str(path)])
         state = StateManager(path)
         names = sorted(e.name for e in state.entries())
-        latest = state.latest_run(DAG_NAME)
+        latest = state.latest_run(DAG_NAME, PARAMS)
         return code, out.getvalue(), names, latest and sorted(latest[1])
 
     code, output, names, latest = as_reader(path, read)
