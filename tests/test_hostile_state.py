@@ -221,7 +221,8 @@ def op_latest(path: Path) -> object:
 
 def op_history(path: Path) -> object:
     state = StateManager(path)
-    return state.runs(), state.task_stats("total"), state.expected_durations(DAG_NAME)
+    return (state.runs(), state.run_index(), state.task_stats("total"),
+            state.expected_durations(DAG_NAME))
 
 
 def op_run(path: Path) -> object:

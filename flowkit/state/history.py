@@ -268,7 +268,7 @@ def checked_task(fields: tuple[Any, ...]) -> TaskEnd:
     has an unexpected type (a damaged or hostile file)."""
     # Plain type tests, unrolled: this runs for every task of every run read.
     kinds = tuple(map(type, fields))
-    if kinds not in _TASK_KINDS and not _task_kinds_ok(kinds):
+    if kinds not in _TASK_KINDS and not _task_kinds_ok(kinds, fields):
         raise ValueError(f"a task record of unexpected types: {fields!r:.200}")
     return TaskEnd._make(fields)
 
@@ -284,10 +284,12 @@ _TASK_KINDS = {
 }
 
 
-def _task_kinds_ok(kinds: tuple[type, ...]) -> bool:
+def _task_kinds_ok(kinds: tuple[type, ...], fields: tuple[Any, ...]) -> bool:
     return (
         kinds[:3] == (str, str, str) and kinds[3] is int
         and all(k in _NUMBER for k in kinds[4:7]) and all(k in _TEXT for k in kinds[7:])
+        # an int time or duration must fit a float (it is used as one)
+        and all(type(v) is not int or -1e300 <= v <= 1e300 for v in fields[4:7])
     )
 
 
