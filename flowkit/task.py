@@ -597,15 +597,19 @@ def _as_tasks(other: object, this: Task[..., Any]) -> Sequence[Task[..., Any]]:
     )
 
 
+_RESERVED_NAME = re.compile(r"<[a-z][a-z0-9_ ]*>")
 _ITEM_NAME = re.compile(r".+\[[0-9]+\]", re.DOTALL)
 
 
 def _check_name(name: str) -> None:
     """Refuse the names flowkit keeps for its own records, which a task would collide with:
-    ``<...>`` (run-level records such as ``<params>``; Python's ``<lambda>`` is fine)
-    and ``name[3]`` (the items of a mapped task)."""
-    if name.startswith("<") and name.endswith(">") and name != "<lambda>":
-        why = "names in angle brackets are reserved for the records flowkit keeps beside tasks"
+    lowercase words in angle brackets (run-level records such as ``<params>``;
+    Python's ``<lambda>`` is fine) and ``name[3]`` (the items of a mapped task)."""
+    if _RESERVED_NAME.fullmatch(name) and name != "<lambda>":
+        why = (
+            "lowercase words in angle brackets are reserved for the records flowkit keeps "
+            "beside tasks"
+        )
     elif _ITEM_NAME.fullmatch(name):
         why = "names ending in [N] are reserved for the items of mapped tasks"
     else:

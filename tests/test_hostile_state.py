@@ -428,14 +428,17 @@ def test_a_file_written_with_a_raised_int_limit_is_readable(
 # --- reserved names -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["<params>", "<run>", "m[3]", "x[0]", "<>"])
+@pytest.mark.parametrize("name", ["<params>", "<run>", "<input 1>", "m[3]", "x[0]"])
 def test_names_flowkit_uses_for_its_own_records_are_refused(name: str) -> None:
     with pytest.raises(TaskDefinitionError, match="reserved") as error:
         Task(source, name=name)
     assert error.value.task_name == name
 
 
-@pytest.mark.parametrize("name", ["<lambda>", "params", "m[x]", "a[1]b", "[3]"])
+@pytest.mark.parametrize(
+    "name", ["<lambda>", "params", "m[x]", "a[1]b", "[3]", "<script>alert(1)</script>", "<>",
+             "<Params>"],
+)
 def test_names_near_the_reserved_ones_are_fine(name: str) -> None:
     assert Task(source, name=name).name == name
 
