@@ -35,6 +35,7 @@ from typing import Any
 
 from flowkit.exceptions import StateError
 from flowkit.state.history import (
+    RUN_STATUSES,
     HistoryRun,
     RunEnd,
     RunHead,
@@ -148,9 +149,9 @@ _TASK_COLUMNS = ", ".join(
     )
 )
 
-def _is_optional_text(value: object) -> bool:
-    """null or text"""
-    return value is None or type(value) is str
+def _is_run_status(value: object) -> bool:
+    """null or a run status"""
+    return value is None or (type(value) is str and value in RUN_STATUSES)
 
 
 # What each column read back must hold (SQLite keeps any type in any column):
@@ -170,7 +171,7 @@ _COLUMNS = {
     "history_runs.dag": is_text,
     "history_runs.started": is_time,
     "history_runs.ended": is_ttl,  # null, or a time
-    "history_runs.status": _is_optional_text,
+    "history_runs.status": _is_run_status,
     "history_runs.host": is_text,
     "history_runs.pid": is_size,
     "history_runs.token": is_text,
@@ -384,7 +385,9 @@ class SQLiteStore(Store):
             raise self._damaged(f"the cached value of task {row[1]!r}", problem)
         return CacheEntry(row[0], row[1], row[2], row[3], row[4], value)
 
-    def _check_row(self, columns: tuple[str, ...], row: tuple[Any, ...]) -> None:
+    def _check_row(
+        self, columns: tuple[str, ...], row: tuple[Any, ...], *, history: bool = False
+    ) -> None:
         """Check each cell of ``row`` read from ``columns`` (``"table.column"`` names).
 
         Raises:
@@ -393,7 +396,8 @@ class SQLiteStore(Store):
         for column, cell in zip(columns, row, strict=False):
             check = _COLUMNS[column]
             if not check(cell):
-                raise self._damaged(
+                damaged = self._damaged_history if history else self._damaged
+                raise damaged(
                     f"{column} of the row {shown(row[0])}",
                     f"it is {shown(cell)}, not {check.__doc__}",
                 )
@@ -402,6 +406,14 @@ class SQLiteStore(Store):
         return StateError(
             f"state database {self.path!r} is damaged: {what} cannot be read ({problem}). "
             "Invalidate the task, or move the file away to start with an empty state.",
+            path=self.path,
+        )
+
+    def _damaged_history(self, what: str, problem: str) -> StateError:
+        return StateError(
+            f"state database {self.path!r} holds a damaged run history record: {what} "
+            f"cannot be read ({problem}). Clear the state, or move the file away to start "
+            "afresh.",
             path=self.path,
         )
 
@@ -593,7 +605,7 @@ class SQLiteStore(Store):
                 args,
             ).fetchall()
         for row in rows:
-            self._check_row(_ROW_COLUMNS, row)
+            self._check_row(_ROW_COLUMNS, row, history=True)
         return rows
 
     def history_run(self, run_id: str) -> HistoryRun | None:
@@ -636,20 +648,23 @@ class SQLiteStore(Store):
         elif graph is None:
             found = db.execute("SELECT graph FROM history_graphs WHERE hash = ?", (digest,))
             text = found.fetchone()
-            graph = {} if text is None else self._loaded(text[0], f"the graph of run {run_id!r}")
+            what = f"the graph of run {shown(run_id)}"
+            graph = {} if text is None else self._loaded(text[0], what, history=True)
         fields = {
             "run_id": run_id, "dag": dag, "started": started, "params": {}, "graph": graph,
             "version": version, "host": host, "pid": pid, "token": token, "keep": 0,
         }
         if params is not None:
-            fields["params"] = self._loaded(params, f"the parameters of run {shown(run_id)}")
+            fields["params"] = self._loaded(
+                params, f"the parameters of run {shown(run_id)}", history=True
+            )
         try:  # the checks of the journal's history records
             head = head_from_data(fields)
             end = None if status is None else end_from_data(
                 {"run_id": run_id, "status": status, "ended": ended}
             )
         except (ValueError, OverflowError) as exc:
-            raise self._damaged(f"history_runs row {shown(run_id)}", str(exc)) from None
+            raise self._damaged_history(f"history_runs row {shown(run_id)}", str(exc)) from None
         if type(digest) is str:
             self._graphs[digest] = head.graph
         return HistoryRun(head, tasks, end)
@@ -658,14 +673,14 @@ class SQLiteStore(Store):
         try:  # the checks of the journal's history records
             return checked_task(row)
         except (ValueError, OverflowError) as exc:
-            raise self._damaged(
+            raise self._damaged_history(
                 f"history_tasks row {shown(row[1])} of run {shown(row[0])}", str(exc)
             ) from None
 
-    def _loaded(self, text: object, what: str) -> Any:
+    def _loaded(self, text: object, what: str, *, history: bool = False) -> Any:
         value, problem = self._load(text)
         if problem is not None:
-            raise self._damaged(what, problem)
+            raise (self._damaged_history if history else self._damaged)(what, problem)
         return value
 
     def end_run(self, dag: str, run_id: str) -> None:
