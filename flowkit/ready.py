@@ -19,13 +19,17 @@ hold: a backend is given no more calls than it has workers.
 from __future__ import annotations
 
 import heapq
+import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from flowkit.exceptions import DAGValidationError
+from flowkit.exceptions import DAGValidationError, StateError
 from flowkit.graph import Graph
 from flowkit.outcome import TaskState
 from flowkit.task import Task
+
+logger = logging.getLogger("flowkit.state")
 
 __all__ = ["ReadyQueue", "StartQueue", "bottom_levels", "check_pools"]
 
@@ -156,7 +160,13 @@ class StartQueue:
             # The state's run history knows how long each task took (a state
             # without history weighs every task 1).
             durations = getattr(self._history, "expected_durations", None)
-            self.durations = durations(self._dag_name) if durations is not None else {}
+            try:
+                weights = durations(self._dag_name) if durations is not None else {}
+            except StateError as exc:  # a damaged history must not stop the run
+                logger.warning("%s Tasks are ordered without their recorded durations.", exc)
+                weights = {}
+            # Durations read from a file may be anything a float can be.
+            self.durations = {k: v for k, v in weights.items() if 0 <= v < math.inf}
             self._level = bottom_levels(self._graph, self.durations)
 
     def _key(self, task: Task[..., Any]) -> tuple[int, int]:
