@@ -298,6 +298,7 @@ class DAG:
         backend = make_backend(
             options.executor, options.max_workers, options.clock, address=options.address,
             coroutines=graph.has_async, loop=loop, max_concurrency=max_concurrency,
+            width=None if graph.has_map else len(graph),  # items of a map: unknown yet
         )
         ctx = RunContext(self.name, _new_run_id(), len(graph), backend.name, params)
         dispatcher = HookDispatcher([manager, LoggingHook(), *options.hooks])

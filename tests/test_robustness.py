@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sys
 import threading
 import time
@@ -253,3 +254,44 @@ def test_fail_fast_on_a_process_pool_starts_nothing_queued(tmp_path: Path) -> No
     assert run is not None
     assert not log.exists()
     assert {run.states[f"other{k}"].status for k in range(3)} == {Status.CANCELLED}
+
+
+# --- pools never get more workers than can be used ---------------------------------
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+class _CountChildren:
+    """Notes how many worker processes exist each time a task succeeds."""
+
+    def __init__(self) -> None:
+        self.before = self._children()  # left by other tests: not this run's
+        self.most = 0
+
+    @staticmethod
+    def _children() -> set[int]:
+        import multiprocessing
+
+        return {p.pid for p in multiprocessing.active_children() if p.pid is not None}
+
+    def on_task_success(self, run: object, state: object) -> None:
+        self.most = max(self.most, len(self._children() - self.before))
+
+
+def test_a_process_pool_gets_no_more_workers_than_tasks_can_use() -> None:
+    tasks = [flowkit.Task(_pid, name=f"pid{i}") for i in range(2)]
+    counter = _CountChildren()
+    run = flowkit.DAG(tasks).run(executor="process", max_workers=40, hooks=[counter])
+    assert run.ok
+    assert 1 <= counter.most <= 2  # not 40
+
+
+def test_an_absurd_max_workers_is_capped() -> None:
+    from flowkit.backends import MAX_WORKERS_PER_CPU, usable_workers
+
+    one = flowkit.Task(_pid, name="one")
+    assert isinstance(flowkit.DAG([one]).run(executor="process", max_workers=10**9)["one"], int)
+    assert usable_workers("process", 10**9, None) == MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    assert usable_workers("thread", None, 3) == 3
