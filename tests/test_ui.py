@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -344,3 +348,28 @@ def test_a_big_map_is_folded_into_its_row(tmp_path: Path) -> None:
     assert page.count('<tr class="item">') == 6  # five failed items, then how many more
     assert "… and 2 more failed items" in page
     assert "check (30 items)" in page  # one timeline bar for the whole map
+
+
+def test_a_dropped_connection_prints_nothing(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = UIServer(str(tmp_path / "state.db"), port=0)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="flowkit.ui"):
+            client = socket.create_connection(server.server_address[:2])
+            client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers not finished
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()  # a reset, as a browser closing its tab may send
+            with urllib.request.urlopen(server.url, timeout=10) as answer:  # still serving
+                assert answer.status == 200
+            deadline = time.monotonic() + 10
+            while "dropped the connection" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.01)  # the reset is handled on the server's own thread
+            assert "dropped the connection" in caplog.text
+    finally:
+        server.shutdown()
+        server.server_close()
+        server.state.close()
+    assert capfd.readouterr().err == ""

@@ -91,6 +91,15 @@ class UIServer(ThreadingHTTPServer):
             self._listing = (signature, time.monotonic(), every)
         return every
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Log what went wrong with one request instead of printing a traceback
+        (socketserver's default): a browser that drops its connection is routine."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            logger.debug("flowkit ui: %s dropped the connection (%s)", client_address, error)
+        else:
+            logger.exception("flowkit ui: error serving %s", client_address)
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
