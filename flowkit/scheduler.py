@@ -304,7 +304,7 @@ class Scheduler(StateMachine):
         self._move(i, _RUNNING)
         call = Call(i, state.attempts, state.task, state.inputs,
                     self.keyword_inputs.get(i, _NO_KWARGS),
-                    TaskContext(state.name, self.ctx.run_id, self.ctx.dag_name))
+                    _new(TaskContext, (state.name, self.ctx.run_id, self.ctx.dag_name)))
         timeout = state.task.options.timeout
         if timeout is not None:
             heapq.heappush(self.deadlines, (self.clock() + timeout, next(self.seq), call))

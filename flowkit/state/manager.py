@@ -427,6 +427,10 @@ class StateManager:
         book = self._books.get(run.run_id)
         if book is None or not book.started:
             return
+        if self._lazy and state.cache_key is None:
+            # Its outcome waits in the book (see _record) and is encoded only if written.
+            self._record(book, state, Status.SUCCESS, False, None, None, None)
+            return
         stored, payload = self._encode(state)
         entry = None
         if stored and state.cache_key is not None:
@@ -471,6 +475,7 @@ class StateManager:
                     self._unflushed[book.dag] = book
                 try:
                     if self.history_size:
+                        self._history_batch(book)
                         end = RunEnd(book.run_id, _run_status(result), time.time())
                         self._store.history_end(end)
                 finally:
@@ -478,6 +483,13 @@ class StateManager:
                     self._store.end_run(book.dag, book.run_id)
             elif not self._books:
                 self._store.close()  # the run never started: e.g. an unreadable file
+
+    def _history_batch(self, book: _RunBook) -> None:
+        """The history records of the outcomes that wait in ``book`` (see ``_record``):
+        built in one batch at the end of the run rather than one per finished task."""
+        run_id, task_end, history_task = book.run_id, _history.task_end, self._store.history_task
+        for state in book.pending:
+            history_task(task_end(run_id, state, state.status))
 
     def _encode(self, state: TaskState) -> tuple[bool, Any]:
         kept, value = _local(state.value)
@@ -519,15 +531,13 @@ class StateManager:
         status, value and key are final by now. Failures and new cache entries are
         written at once all the same: entries are looked up during the run, and
         failures are rare and hold whole tracebacks. The task's history record
-        goes with its outcome, in the same write (it never waits).
+        goes with its outcome, in the same write; a waiting outcome's record is
+        built with the others' when the run ends (``_history_batch``).
         """
-        ended = _history.task_end(book.run_id, state, status) if self.history_size else None
         if self._lazy and entry is None and status in _DEFERRABLE:
             book.pending.append(state)
-            if ended is not None:
-                with self._lock:
-                    self._store.history_task(ended)
             return
+        ended = _history.task_end(book.run_id, state, status) if self.history_size else None
         self._write(book, state, status, stored, payload, entry, key, self.clock(), ended)
 
     def _write(
