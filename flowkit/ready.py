@@ -169,13 +169,17 @@ class StartQueue:
             self.durations = {k: v for k, v in weights.items() if 0 <= v < math.inf}
             self._level = bottom_levels(self._graph, self.durations)
 
-    def _key(self, task: Task[..., Any]) -> tuple[int, int]:
-        level = self._level[self.index[task.name]] if self._level is not None else 0
-        return (-task.options.priority, -level)
-
     def push(self, i: int, task: Task[..., Any]) -> None:
         """Task ``i`` (an attempt of ``task``) may start once there is room."""
-        self._line_up(self._key(task), i)
+        # Once per attempt: one call, and one integer heap push when the key's
+        # bucket exists (an item node ``i`` of a map has its map's level).
+        level = self._level[self.index[task.name]] if self._level is not None else 0
+        key = (-task.options.priority, -level)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._line_up(key, i)
+        else:
+            heapq.heappush(bucket, i)
 
     def _line_up(self, key: tuple[int, int], i: int) -> None:
         bucket = self._buckets.get(key)

@@ -588,7 +588,7 @@ def task_end(run_id: str, state: TaskState, status: Status) -> TaskEnd:
     # tuple.__new__ directly: a named tuple's own __new__ is Python code, and
     # this runs once per task of every run.
     return tuple.__new__(TaskEnd, (
-        run_id, state.name, status.value, state.attempts,
+        run_id, state.name, status._value_, state.attempts,
         state.duration if attempts else None,
         attempts[0].started_at if attempts else None,
         attempts[-1].finished_at if attempts else None,
