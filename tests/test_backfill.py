@@ -534,17 +534,30 @@ def test_parallel_ctrl_c_lets_running_partitions_finish_and_a_second_stops_them(
 
 def test_parallel_ctrl_c_once_waits_for_the_running_partitions() -> None:
     both = threading.Barrier(2, timeout=10)
+    noticed = threading.Event()
+
+    class Noticed(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "no new partition starts" in record.getMessage():
+                noticed.set()
 
     @task
     def work(day: str) -> str:
         both.wait()
-        if day == "2026-11-01":
-            os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.2)
+        if day == "2026-11-01":  # Ctrl-C in a terminal interrupts the main thread
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+        # Finish only once the interrupt is handled: a pool thread freed earlier
+        # would start the third partition before the main thread could stop it.
+        assert noticed.wait(10)
         return day
 
-    with pytest.raises(KeyboardInterrupt) as info:
-        DAG([work], name="stop").backfill(DAYS[:3], parallel=2)
+    watcher = Noticed()
+    logging.getLogger("flowkit.backfill").addHandler(watcher)
+    try:
+        with pytest.raises(KeyboardInterrupt) as info:
+            DAG([work], name="stop").backfill(DAYS[:3], parallel=2)
+    finally:
+        logging.getLogger("flowkit.backfill").removeHandler(watcher)
     done: BackfillResult = info.value.result  # type: ignore[attr-defined]
     assert [r.status for r in done.results] == ["success", "success", "cancelled"]
 
