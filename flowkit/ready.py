@@ -127,7 +127,7 @@ class StartQueue:
     __slots__ = (
         "_buckets", "_dag_name", "_graph", "_history", "_keys", "_level", "_told",
         "_waiting_for_pool",
-        "capacity", "durations", "free", "index", "pooled", "sizes",
+        "capacity", "durations", "free", "index", "pooled",
     )
 
     def __init__(
@@ -136,7 +136,6 @@ class StartQueue:
     ):
         self.capacity = capacity
         self.index = graph.index
-        self.sizes = dict(pools)
         self.free = dict(pools)  # pool -> slots not taken
         self.pooled = any(t.options.pool is not None for t in graph.tasks)
         self._graph, self._history, self._dag_name = graph, history, dag_name
