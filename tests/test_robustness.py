@@ -4,11 +4,16 @@ timeouts that count from the start of an attempt, cancellation of arun."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import multiprocessing
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -295,3 +300,98 @@ def test_an_absurd_max_workers_is_capped() -> None:
     assert isinstance(flowkit.DAG([one]).run(executor="process", max_workers=10**9)["one"], int)
     assert usable_workers("process", 10**9, None) == MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
     assert usable_workers("thread", None, 3) == 3
+
+
+# --- a killed driver leaves no worker process behind ---------------------------------
+
+SLEEPERS = """
+import os
+import time
+from pathlib import Path
+
+from flowkit import task
+
+
+def _sleep_and_tell() -> None:
+    (Path(os.environ["FLOWKIT_TEST_PIDS"]) / str(os.getpid())).touch()
+    time.sleep(120)
+
+
+@task
+def sleeper_a() -> None:
+    _sleep_and_tell()
+
+
+@task
+def sleeper_b() -> None:
+    _sleep_and_tell()
+"""
+
+DRIVER = """
+import multiprocessing
+import sys
+
+import sleepers
+from flowkit import DAG
+
+if __name__ == "__main__":
+    multiprocessing.set_start_method(sys.argv[1])
+    DAG([sleepers.sleeper_a, sleepers.sleeper_b]).run(executor="process", max_workers=2)
+"""
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, dead but not yet reaped, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def _poll(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.mark.parametrize("start_method", multiprocessing.get_all_start_methods())
+def test_process_pool_workers_exit_when_the_driver_is_killed(
+    tmp_path: Path, start_method: str
+) -> None:
+    (tmp_path / "sleepers.py").write_text(SLEEPERS)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    pids_dir = tmp_path / "pids"
+    pids_dir.mkdir()
+    env = {**os.environ, "FLOWKIT_TEST_PIDS": str(pids_dir)}
+    pids: list[int] = []
+    with open(tmp_path / "stderr", "w") as stderr:
+        driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), start_method],
+                                  env=env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=stderr)
+    try:
+        started = _poll(lambda: len(os.listdir(pids_dir)) == 2 or driver.poll() is not None, 60)
+        pids = [int(name) for name in os.listdir(pids_dir)]
+        assert started and len(pids) == 2, (tmp_path / "stderr").read_text()
+        driver.kill()  # SIGKILL: nothing of the driver runs any more
+        driver.wait(timeout=30)
+        assert _poll(lambda: not any(_running(pid) for pid in pids), 20), (
+            f"worker processes {[pid for pid in pids if _running(pid)]} outlived their driver"
+        )
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait(timeout=30)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -17,6 +17,7 @@ import concurrent.futures as cf
 import functools
 import logging
 import multiprocessing
+import os
 import pickle
 import threading
 import time
@@ -32,7 +33,13 @@ from flowkit.task import Task
 from flowkit.worker import Pickled, call_batch, call_remote
 from flowkit.worker import call as call_here
 
-__all__ = ["FutureBackend", "ProcessBackend", "executor_failure", "sendable_callable"]
+__all__ = [
+    "FutureBackend",
+    "ProcessBackend",
+    "executor_failure",
+    "exit_with_parent",
+    "sendable_callable",
+]
 
 logger = logging.getLogger("flowkit.executors")
 
@@ -272,7 +279,12 @@ class ProcessBackend(FutureBackend):
         self._backlog: collections.deque[Call] = collections.deque()
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
-        return cf.ProcessPoolExecutor(max_workers=self.max_workers)
+        context = multiprocessing.get_context()
+        # Under forkserver a worker's parent is the fork server, which exits
+        # with this process; otherwise it is this process.
+        driver = None if context.get_start_method() == "forkserver" else os.getpid()
+        return cf.ProcessPoolExecutor(max_workers=self.max_workers, mp_context=context,
+                                      initializer=exit_with_parent, initargs=(driver,))
 
     def expect(self, durations: Mapping[str, float]) -> int | None:
         short = {name: max(seconds, 1e-6) for name, seconds in durations.items()
@@ -429,6 +441,46 @@ class ProcessBackend(FutureBackend):
         if cancel:
             self._backlog.clear()
         super().close(cancel=cancel or self._abandoned)
+
+
+_PARENT_POLL_SECONDS = 0.5  # how often a worker checks that its driver lives
+
+
+def exit_with_parent(driver: int | None) -> None:
+    """Pool initializer: end this worker process when the process that made the pool dies.
+
+    Without it a worker outlives a driver killed with ``kill -9`` (or by the
+    out-of-memory killer), holding memory and maybe running a task, since its
+    siblings keep the pool's pipes open. A daemon thread watches two signs:
+    the worker's parent changes (fork, spawn: the parent is the driver), or
+    the driver's end of the pipe the worker was started through closes
+    (forkserver: the parent is the fork server, which lives as long as its
+    children do). ``prctl(PR_SET_PDEATHSIG)`` is not used: it fires when the
+    *thread* that started the worker ends, and a pool may start workers from
+    a short-lived thread.
+
+    Args:
+        driver: the pid the worker's parent should be, ``None`` under
+            forkserver; a worker whose parent is already another process exits.
+    """
+    parent = os.getppid()
+    if driver is not None and parent != driver:
+        os._exit(1)
+    creator = multiprocessing.parent_process()
+    sentinel = creator.sentinel if creator is not None else None
+    threading.Thread(target=_watch_parent, args=(parent, sentinel), name="flowkit-parent-watch",
+                     daemon=True).start()
+
+
+def _watch_parent(parent: int, sentinel: int | None) -> None:
+    from multiprocessing.connection import wait  # loaded by the pool's worker already
+
+    while os.getppid() == parent:
+        if sentinel is None:
+            time.sleep(_PARENT_POLL_SECONDS)
+        elif wait([sentinel], _PARENT_POLL_SECONDS):
+            break  # the driver's end of the pipe closed: it has died
+    os._exit(1)
 
 
 class _NothingSent(Exception):
