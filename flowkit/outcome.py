@@ -21,6 +21,7 @@ __all__ = [
     "Attempt",
     "Decided",
     "Outcome",
+    "PoolWait",
     "Remote",
     "Status",
     "TaskState",
@@ -267,6 +268,18 @@ class Attempt(NamedTuple):
         return self.finished_at - self.started_at
 
 
+class PoolWait(NamedTuple):
+    """A time a task could have started but waited for a slot of its pool."""
+
+    pool: str
+    started_at: float  # wall-clock time (time.time()) it began to wait
+    finished_at: float  # when it took its slot (or the run gave up on it)
+
+    @property
+    def duration(self) -> float:
+        return self.finished_at - self.started_at
+
+
 class TaskState:
     """Everything a run knows about one task.
 
@@ -281,12 +294,18 @@ class TaskState:
             the root of it (itself when its own condition was false).
         reason: a short human explanation for a task that did not run.
         history: one :class:`Attempt` per attempt, in order.
+        order: its place in the order the scheduler started attempts: 1 for the
+            first task it handed to a worker, 2 for the next, …; a retry keeps
+            the place of the first attempt. ``None`` when it never started.
+        pool_waits: one :class:`PoolWait` per attempt that waited for a slot of
+            its pool; ``pool_wait`` is their total, in seconds.
         value: its result, for SUCCESS and CACHED.
         inputs: the positional inputs its function was (or would have been) called with.
     """
 
     __slots__ = (
         "_history",
+        "_pool_waits",
         "attempts",
         "cache_key",
         "cause",
@@ -294,6 +313,7 @@ class TaskState:
         "error",
         "inputs",
         "name",
+        "order",
         "reason",
         "status",
         "task",
@@ -315,6 +335,8 @@ class TaskState:
         self.value: Any = None
         self.inputs: tuple[Any, ...] = ()
         self.cache_key: str | None = None
+        self.order: int | None = None
+        self._pool_waits: list[PoolWait] | None = None  # most tasks never wait
 
     @property
     def history(self) -> list[Attempt]:
@@ -333,6 +355,22 @@ class TaskState:
             self._history = [self._history, attempt]
         else:
             self._history.append(attempt)
+
+    @property
+    def pool_waits(self) -> list[PoolWait]:
+        """One :class:`PoolWait` per attempt that waited for a pool slot (a new list)."""
+        return list(self._pool_waits or ())
+
+    @property
+    def pool_wait(self) -> float:
+        """Seconds it waited for slots of its pool, over all its attempts (0.0: none)."""
+        return sum(w.duration for w in self._pool_waits) if self._pool_waits else 0.0
+
+    def add_pool_wait(self, wait: PoolWait) -> None:
+        """Record a wait for a pool slot that ended."""
+        if self._pool_waits is None:
+            self._pool_waits = []
+        self._pool_waits.append(wait)
 
     @property
     def started_at(self) -> float | None:

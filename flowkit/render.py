@@ -36,6 +36,7 @@ STYLES: dict[str, Style] = {
     "upstream_failed": Style("#ffe0b2", "#e65100", "#5a2000", "upstream failed"),
     "cancelled": Style("#e1d5e7", "#7b5e8b", "#3b2a45", "cancelled"),
     "not_run": Style("#ffffff", "#9e9e9e", "#616161", "not run"),
+    "waiting": Style("#f5f5f5", "#90a4ae", "#455a64", "waiting for a pool slot"),
 }
 
 NOT_RUN = "not_run"

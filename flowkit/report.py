@@ -1,7 +1,9 @@
 """The HTML run report: one self-contained page about a finished run.
 
-The page has a timeline (one bar per attempt, one lane per worker), the summary
-table, a picture of the graph coloured by status, and the tracebacks of failed
+The page has a timeline (one bar per attempt, one lane per worker, and the
+waits for pool slots on lanes of their own), the summary table (with the order
+in which the scheduler started the tasks, and how long each waited for its
+pool), a picture of the graph coloured by status, and the tracebacks of failed
 tasks. Everything is inline — CSS and SVG, no script, no font, no link to any
 other resource — so the file can be mailed, archived or attached to a CI job and
 still open the same way years later. Every piece of text from the run goes
@@ -87,6 +89,9 @@ class Row(NamedTuple):
     duration: float | None
     cause: str
     item: bool = False  # a mapped item listed under its task
+    order: int | None = None  # its place in the order the scheduler started tasks
+    pool: str | None = None
+    pool_wait: float = 0.0  # seconds it waited for slots of its pool
 
 
 class ErrorText(NamedTuple):
@@ -111,7 +116,7 @@ def render_html(result: RunResult) -> str:
         "</head>",
         "<body>",
         _header(result),
-        legend(),
+        legend(waits=any(s.pool_wait for s in result.states.values())),
         "<h2>Timeline</h2>",
         timeline(_bars(result), result.started_at, result.started_at + result.duration),
         "<h2>Tasks</h2>",
@@ -163,9 +168,9 @@ def badge(text: str, key: str, *, cls: str = "status") -> str:
     )
 
 
-def legend() -> str:
-    """The colour legend of every status."""
-    keys = [LEGEND[0], LEGEND[1], "retried", *LEGEND[2:]]
+def legend(*, waits: bool = False) -> str:
+    """The colour legend of every status (and, with ``waits``, of a wait for a pool slot)."""
+    keys = [LEGEND[0], LEGEND[1], "retried", *LEGEND[2:], *(["waiting"] if waits else [])]
     items = "".join(
         f'<li><span class="swatch" style="background:{STYLES[k].fill};'
         f'border-color:{STYLES[k].stroke}"></span>{_esc(STYLES[k].label)}</li>'
@@ -200,6 +205,7 @@ def timeline(bars: Sequence[Bar], begin: float, finish: float) -> str:
     ]
     for bar in bars:
         css = f"bar fold {bar.key}" if bar.fold else f"bar {bar.key}"
+        css = f"wait {bar.key}" if bar.key == "waiting" else css
         out += _bar(axis, lane_of[bar.lane], (bar.start, bar.end), css, bar.key, bar.tip,
                     bar.label)
     out.append("</svg>")
@@ -289,15 +295,55 @@ def _bars(result: RunResult) -> list[Bar]:
             fold=True)
         for f in folds
     )
+    return bars + _wait_bars(result)
+
+
+def _wait_bars(result: RunResult) -> list[Bar]:
+    """A bar per wait for a pool slot (one per pool for the items of a big map), on
+    lanes of its own: a waiting task holds no worker. Waits that overlap in time
+    take separate lanes, ``waiting for pool db``, ``waiting for pool db (2)``, …"""
+    lane_ends: dict[str, list[float]] = {}  # pool -> when each of its lanes is free again
+    bars = []
+    for start, end, pool, label, tip in sorted(_wait_spans(result)):
+        ends = lane_ends.setdefault(pool, [])
+        lane = next((k for k, last in enumerate(ends) if last <= start), len(ends))
+        ends[lane:lane + 1] = [end]
+        name = f"waiting for pool {pool}" + (f" ({lane + 1})" if lane else "")
+        bars.append(Bar(label, name, start, end, "waiting", tip))
     return bars
+
+
+def _wait_spans(result: RunResult) -> list[tuple[float, float, str, str, str]]:
+    """``(start, end, pool, label, tip)`` of each wait, a big map's items' as one per pool."""
+    big = _big_maps(result)
+    spans = []
+    for name, items in big.items():
+        waits = [w for s in items for w in s.pool_waits]
+        for pool in sorted({w.pool for w in waits}):
+            mine = [w for w in waits if w.pool == pool]
+            spans.append((min(w.started_at for w in mine), max(w.finished_at for w in mine), pool,
+                          f"{name} ({len(mine):,} items waiting for {pool})",
+                          f"{name}: {len(mine):,} items waited for pool {pool}, "
+                          f"{seconds(sum(w.duration for w in mine))} in all"))
+    folded = {id(s) for items in big.values() for s in items}
+    spans += [(w.started_at, w.finished_at, w.pool, f"{state.name} (waiting for {w.pool})",
+               f"{state.name} waited {seconds(w.duration)} for a slot of pool {w.pool}")
+              for state in result.states.values() if id(state) not in folded
+              for w in state.pool_waits]
+    return spans
+
+
+def _big_maps(result: RunResult) -> dict[str, list[TaskState]]:
+    """The items of each mapped task with more than :data:`FOLD_ITEMS` of them."""
+    return {row.name: result.map_items(row.name) for row in result.summary_rows()
+            if not row.item and len(result.map_items(row.name)) > FOLD_ITEMS}
 
 
 def _attempts_and_folds(
     result: RunResult,
 ) -> tuple[list[tuple[TaskState, Attempt]], list[_Fold]]:
     """Attempts drawn one bar each, and folds: one bar per worker for each big map."""
-    big = {row.name: result.map_items(row.name) for row in result.summary_rows()
-           if not row.item and len(result.map_items(row.name)) > FOLD_ITEMS}
+    big = _big_maps(result)
     folded = {id(s) for items in big.values() for s in items}
     attempts = [(state, a) for state in result.states.values() if id(state) not in folded
                 for a in state.history]
@@ -328,7 +374,8 @@ def _attempt_key(state: TaskState, attempt: Attempt) -> str:
 
 def _attempt_tip(state: TaskState, attempt: Attempt, key: str) -> str:
     lines = [
-        f"{state.name} — attempt {attempt.number} of {state.attempts}",
+        f"{state.name} — attempt {attempt.number} of {state.attempts}"
+        + (f", start #{state.order:,}" if attempt.number == 1 and state.order else ""),
         f"{STYLES[key].label} in {seconds(attempt.duration)} on {attempt.worker}",
     ]
     if attempt.error is not None:
@@ -360,37 +407,58 @@ def _rows(result: RunResult) -> list[Row]:
     return [
         Row(row.name, None, "", 0, None, "", row.item) if row.status is None else
         Row(row.name, style_key(row.status), row.status.value, row.attempts, row.duration,
-            row.cause, row.item)
+            row.cause, row.item, row.order, row.pool, row.pool_wait)
         for row in result.summary_rows()  # a mapped task's items folded into its row
     ]
 
 
 def task_table(rows: Iterable[Row], href: Link | None = None) -> str:
-    """The summary table: task, status, attempts, duration, cause; names linked by ``href``."""
+    """The summary table: task, status, attempts, duration, cause; names linked by ``href``.
+
+    When the rows know it, a "start" column gives each task's place in the
+    order the scheduler started tasks, and a "pool wait" column how long a task
+    waited for slots of its pool.
+    """
+    rows = list(rows)
+    ordered = any(row.order is not None for row in rows)
+    waited = any(row.pool_wait for row in rows)
+    heads = ["task", "status", *(["start"] if ordered else []), "attempts", "duration",
+             *(["pool wait"] if waited else []), "cause"]
     out = []
     for row in rows:
         item = ' class="item"' if row.item else ""
         if row.key is None:  # "… and N more failed"
-            out.append(f'<tr{item}><td colspan="5">{_esc(row.name)}</td></tr>')
+            out.append(f'<tr{item}><td colspan="{len(heads)}">{_esc(row.name)}</td></tr>')
             continue
         url = href(row.name) if href is not None else None
         name = _esc(row.name) if url is None else f'<a href="{_esc(url)}">{_esc(row.name)}</a>'
         duration = "" if row.duration is None else seconds(row.duration)
-        out.append(
-            f"<tr{item}>"
-            f"<td>{name}</td>"
-            f"<td>{badge(row.status.replace('_', ' '), row.key)}</td>"
-            f'<td class="num">{row.attempts:,}</td>'
-            f'<td class="num">{duration}</td>'
-            f"<td>{_esc(clip(row.cause, 200))}</td>"
-            "</tr>"
-        )
+        cells = [name, badge(row.status.replace("_", " "), row.key)]
+        if ordered:
+            cells.append("" if row.order is None else f"#{row.order:,}")
+        cells += [f"{row.attempts:,}", duration]
+        if waited:
+            cells.append(_wait_text(row))
+        cells.append(_esc(clip(row.cause, 200)))
+        numeric = {"start", "attempts", "duration", "pool wait"}
+        out.append(f"<tr{item}>" + "".join(
+            f'<td class="num">{cell}</td>' if head in numeric else f"<td>{cell}</td>"
+            for head, cell in zip(heads, cells, strict=True)) + "</tr>")
     return (
-        '<table class="summary"><thead><tr><th>task</th><th>status</th><th>attempts</th>'
-        "<th>duration</th><th>cause</th></tr></thead><tbody>"
+        '<table class="summary"><thead><tr>'
+        + "".join(f"<th>{head}</th>" for head in heads)
+        + "</tr></thead><tbody>"
         + "".join(out)
         + "</tbody></table>"
     )
+
+
+def _wait_text(row: Row) -> str:
+    """``1.20 s for pool db``: how long a task waited for its pool ("" when it did not)."""
+    if not row.pool_wait:
+        return ""
+    pool = f" for pool {_esc(row.pool)}" if row.pool else ""
+    return f'<span class="wait">{seconds(row.pool_wait)}{pool}</span>'
 
 
 # --- graph -------------------------------------------------------------------------
@@ -666,6 +734,7 @@ table.summary { border-collapse: collapse; min-width: 60%; }
 .summary th { color: #52606d; font-weight: 600; }
 .summary tr.item td:first-child { padding-left: 18px; color: #52606d; }
 .summary td.num { text-align: right; padding-right: 20px; font-variant-numeric: tabular-nums; }
+rect.wait { stroke-dasharray: 4 2; }
 .note { color: #52606d; font-style: italic; }
 details { margin: 6px 0; }
 summary { cursor: pointer; font-weight: 600; }

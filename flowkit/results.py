@@ -31,6 +31,10 @@ class SummaryRow(NamedTuple):
         duration: seconds spent running (for a map node: by all its items).
         cause: why it ended as it did (for a map node: its items counted by status).
         item: True for a failed item listed under its map node.
+        order: its place in the order the scheduler started attempts
+            (:attr:`TaskState.order <flowkit.TaskState>`; for a map node: its first item's).
+        pool: the pool it runs in, if any.
+        pool_wait: seconds it waited for slots of that pool (for a map node: all its items).
     """
 
     name: str
@@ -39,6 +43,9 @@ class SummaryRow(NamedTuple):
     duration: float
     cause: str
     item: bool = False
+    order: int | None = None
+    pool: str | None = None
+    pool_wait: float = 0.0
 
 
 class RunResult(Mapping[str, Any]):
@@ -195,20 +202,29 @@ class RunResult(Mapping[str, Any]):
                 continue
             items = groups.get(name)
             if not items:
-                rows.append(SummaryRow(name, state.status, state.attempts, state.duration,
-                                       cause_text(state)))
+                rows.append(_row(state))
                 continue
+            orders = [s.order for s in items if s.order is not None]
             rows.append(SummaryRow(
                 name, state.status, sum(s.attempts for s in items),
                 sum(s.duration for s in items), _item_counts(items),
+                order=min(orders, default=None), pool=state.task.options.pool,
+                pool_wait=sum(s.pool_wait for s in items),
             ))
             failed = [s for s in items if s.status is Status.FAILED]
-            rows += [SummaryRow(s.name, s.status, s.attempts, s.duration, cause_text(s), item=True)
-                     for s in failed[:LISTED_ITEMS]]
+            rows += [_row(s)._replace(item=True) for s in failed[:LISTED_ITEMS]]
             if len(failed) > LISTED_ITEMS:
                 more = len(failed) - LISTED_ITEMS
                 rows.append(SummaryRow(f"… and {more:,} more failed", None, 0, 0.0, "", True))
         return rows
+
+    @property
+    def start_order(self) -> list[str]:
+        """Names of the tasks that started, in the order the scheduler started them
+        (a mapped task's items by their own names); see :attr:`TaskState.order
+        <flowkit.TaskState>`."""
+        started = [s for s in self.states.values() if s.order is not None]
+        return [s.name for s in sorted(started, key=lambda s: s.order or 0)]
 
     def summary(self) -> str:
         """A plain-text table: task, status, attempts, duration, cause.
@@ -279,6 +295,12 @@ def cause_text(state: TaskState) -> str:
         return f"{type(state.error).__name__}: {state.error}"
     cause = state.cause if state.cause and state.cause != state.name else ""
     return cause or state.reason or ""
+
+
+def _row(state: TaskState) -> SummaryRow:
+    return SummaryRow(state.name, state.status, state.attempts, state.duration,
+                      cause_text(state), order=state.order, pool=state.task.options.pool,
+                      pool_wait=state.pool_wait)
 
 
 def _counted(states: list[TaskState]) -> str:

@@ -294,12 +294,12 @@ class Scheduler(StateMachine):
         """Task ``i`` runs (again) as soon as the start queue lets it."""
         self.starts.push(i, self.states[i].task)
 
-    def _waits(self, i: int, pool: str) -> None:
-        self.hooks.emit(self.hooks.on_task_wait, self.ctx, self.states[i], pool)
-
     def _launch(self, i: int) -> None:
         state = self.states[i]
         state.attempts += 1
+        self.started += 1
+        if state.order is None:
+            state.order = self.started
         self.ctx.running += 1
         self._move(i, _RUNNING)
         call = Call(i, state.attempts, state.task, state.inputs,

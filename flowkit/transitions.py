@@ -13,6 +13,7 @@ records and propagates.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ from flowkit.context import RunContext
 from flowkit.exceptions import TaskExecutionError
 from flowkit.graph import Graph
 from flowkit.hooks import HookDispatcher
-from flowkit.outcome import Decided, Status, TaskState
+from flowkit.outcome import Decided, PoolWait, Status, TaskState
 from flowkit.ready import ReadyQueue, StartQueue
 from flowkit.results import RunResult
 
@@ -57,13 +58,18 @@ class StateMachine:
         # Mapped tasks add item nodes at run time: give them their own edge list.
         self.down: list[Sequence[int]] = list(graph.down) if graph.has_map else graph.down
         self.events = {value: getattr(hooks, name) for value, name in _EVENTS.items()}
+        self.waiting_since: dict[int, float] = {}  # task waiting for a pool slot -> since when
+        self.started = 0  # attempts started so far: a task's first start is its start order
 
     def _move(self, i: int, status: Status, *extra: Any) -> None:
         """The one place a task's status changes: record it, tell the hooks, and,
         for a final status, count it and release the downstream tasks it unblocks."""
         state = self.states[i]
-        if self.pooled and state.status is _RUNNING:  # an attempt ended: free its pool slots
-            self.starts.release(i, state.task)
+        if self.pooled:
+            if state.status is _RUNNING:  # an attempt ended: free its pool slots
+                self.starts.release(i, state.task)
+            elif i in self.waiting_since:  # it got its slot, or will never start
+                self._waited(i)
         state.status = status
         event = self.events[status._value_]
         if status is _RUNNING or status is _PENDING:
@@ -87,6 +93,17 @@ class StateMachine:
                 push(d)
         if status is _FAILED and self.fail_fast and not self.stopping:
             self._stop(i)
+
+    def _waits(self, i: int, pool: str) -> None:
+        """Task ``i`` could start but waits for a slot of ``pool``: note since when."""
+        self.waiting_since.setdefault(i, time.time())
+        self.hooks.emit(self.hooks.on_task_wait, self.ctx, self.states[i], pool)
+
+    def _waited(self, i: int) -> None:
+        state = self.states[i]
+        pool = state.task.options.pool
+        assert pool is not None, "only a task with a pool waits for one"
+        state.add_pool_wait(PoolWait(pool, self.waiting_since.pop(i), time.time()))
 
     def _add_items(self, i: int, count: int) -> range:
         """Add ``count`` item nodes (``name[k]``) that map node ``i`` now waits for."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -148,11 +149,13 @@ def test_summary_table_has_a_row_per_task(page: tuple[RunResult, str, _Page]) ->
     result, _, parsed = page
     rows = {row[0]: row for row in parsed.rows}
     assert set(rows) == set(result.states)
-    assert all(len(row) == 5 for row in rows.values())
-    assert rows["flaky"][1:3] == ["success", "3"]
-    assert rows["broken"][1] == "failed" and rows["broken"][4] == "ValueError: bad <b>input</b>"
-    assert rows["load"][1] == "upstream failed" and "broken" in rows["load"][4]
-    assert rows["audit"][1] == "skipped" and "when=" in rows["audit"][4]
+    assert all(len(row) == 6 for row in rows.values())  # no pool: no "pool wait" column
+    assert rows["flaky"][1:4] == ["success", "#2", "3"]
+    assert rows["broken"][1] == "failed" and rows["broken"][5] == "ValueError: bad <b>input</b>"
+    assert rows["load"][1] == "upstream failed" and "broken" in rows["load"][5]
+    assert rows["audit"][1] == "skipped" and "when=" in rows["audit"][5]
+    assert [rows[name][2] for name in ("extract", "flaky", "broken", "load", "audit")] == \
+        ["#1", "#2", "#3", "", ""]  # the order the scheduler started them; never started: blank
 
 
 def test_legend_graph_and_errors(page: tuple[RunResult, str, _Page]) -> None:
@@ -239,3 +242,72 @@ def test_statuses_match_the_palette() -> None:
     assert result.states["broken"].status is Status.FAILED
     html = result.to_html()
     assert STYLES["failed"].fill in html
+
+
+
+def _pool_run() -> RunResult:
+    """Two tasks in pool "db <main>" of one slot, ready together: the second waits."""
+
+    @task
+    def source() -> int:
+        return 1
+
+    @task(pool="db <main>", priority=1)  # starts first
+    def first(x: int) -> int:
+        time.sleep(0.05)  # holds the slot a while: the other one waits for it
+        return x
+
+    @task(pool="db <main>")
+    def second(x: int) -> int:
+        return x
+
+    source >> [first, second]
+    return DAG().run(executor="thread", max_workers=4, pools={"db <main>": 1})
+
+
+def test_report_shows_the_start_order_and_who_waited_for_a_pool() -> None:
+    result = _pool_run()
+    assert result.start_order == ["source", "first", "second"]
+    assert result.states["first"].pool_wait == 0.0 and result.states["first"].pool_waits == []
+    waits = result.states["second"].pool_waits
+    assert [w.pool for w in waits] == ["db <main>"] and waits[0].duration > 0
+    assert result.states["second"].pool_wait == waits[0].duration
+
+    text = result.to_html()
+    parsed = _Page(text)
+    heads = re.findall(r"<th>(.*?)</th>", text)
+    assert heads == ["task", "status", "start", "attempts", "duration", "pool wait", "cause"]
+    rows = {row[0]: dict(zip(heads, row, strict=True)) for row in parsed.rows}
+    assert {name: row["start"] for name, row in rows.items()} == \
+        {"source": "#1", "first": "#2", "second": "#3"}
+    assert re.fullmatch(r"[\d.]+ (ms|s) for pool db <main>", rows["second"]["pool wait"])
+    assert rows["first"]["pool wait"] == "" and rows["source"]["pool wait"] == ""
+
+    wait_bars = parsed.with_class("wait", "rect")
+    assert len(wait_bars) == 1  # only "second" waited, on a lane of its own
+    tip = next(t for t in parsed.titles if t.startswith("second waited"))
+    assert tip.endswith("for a slot of pool db <main>")
+    assert "waiting for pool db <main>" in parsed.titles  # the lane's label
+    assert "waiting for a pool slot" in text  # in the legend
+    assert "db <main>" not in text and "db &lt;main&gt;" in text
+
+
+def test_a_big_map_waiting_for_its_pool_is_one_wait_bar() -> None:
+    @task
+    def shards() -> list[int]:
+        return list(range(25))
+
+    @task(pool="db")
+    def write(shard: int) -> int:
+        return shard
+
+    shards >> write.map()
+    result = DAG().run(executor="thread", max_workers=4, pools={"db": 1})
+    waited = [s for s in result.map_items("write") if s.pool_waits]
+    assert len(waited) == 24  # all but the first item found the slot taken
+    parsed = _Page(result.to_html())
+    bars = parsed.with_class("wait", "rect")
+    assert len(bars) == 1
+    assert any(t.startswith("write: 24 items waited for pool db") for t in parsed.titles)
+    row = next(r for r in parsed.rows if r[0] == "write")
+    assert row[2] == "#2"  # the map's first item started right after "shards"
