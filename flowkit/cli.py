@@ -50,6 +50,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _workflows: set[str] = set()  # module names workflow files were loaded under
+_undo: list[Callable[[], None]] = []  # what restores how workflow modules are pickled
 _EXECUTORS = ("thread", "process", "sync", "dask")
 
 
@@ -564,6 +565,18 @@ def load_workflow(spec: str) -> DAG:
     return DAG(defined, name=stem)
 
 
+def _load_to_run(args: argparse.Namespace) -> DAG:
+    """The workflow to run; on Dask, the file's own code travels to the workers by value."""
+    dag = load_workflow(args.workflow)
+    if args.executor == "dask":
+        # Loaded only for Dask runs. A cluster of its own cannot import the
+        # file under its module name, so its functions go as code.
+        from flowkit.backends.dask_code import ship_by_value
+
+        _undo.append(ship_by_value(sys.modules[_module_name(_split(args.workflow)[0])]))
+    return dag
+
+
 def _dags_of(module: ModuleType) -> dict[str, DAG]:
     """The module's DAGs by variable name (a DAG bound to two names counts once)."""
     found: dict[int, tuple[str, DAG]] = {}
@@ -593,7 +606,7 @@ def _import_file(path: str) -> ModuleType:
     if not os.path.isfile(path):
         raise UsageError(f"{path} is not a file: give the path of a Python file")
     absolute = os.path.abspath(path)
-    stem = os.path.splitext(os.path.basename(absolute))[0]
+    stem = _module_name(path)
     taken = sys.modules.get(stem)
     if taken is not None and stem not in _workflows and _file_of(taken) != absolute:
         raise UsageError(
@@ -628,6 +641,11 @@ def _import_file(path: str) -> ModuleType:
             detail=_traceback_text(exc),
         ) from exc
     return module
+
+
+def _module_name(path: str) -> str:
+    """The module name a workflow file is imported under: its file name's stem."""
+    return os.path.splitext(os.path.basename(os.path.abspath(path)))[0]
 
 
 def _file_of(module: ModuleType) -> str | None:
@@ -665,7 +683,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--resume needs --state PATH: the state file of the run to resume")
     if args.address and args.executor != "dask":
         raise UsageError("--address is the address of a Dask cluster: use it with --executor dask")
-    dag = load_workflow(args.workflow)
+    dag = _load_to_run(args)
     targets = _targets(args.targets)
     params = typed_params(dag.tasks, dict(args.param or ()))
     if args.report:  # found now, not after every task has run
@@ -797,7 +815,7 @@ def _print_results(result: RunResult, targets: list[str] | None, out: TextIO) ->
 def _backfill(args: argparse.Namespace) -> int:
     from flowkit import backfill  # loaded on first use, like every command's own module
 
-    dag = load_workflow(args.workflow)
+    dag = _load_to_run(args)
     partitions = [typed_params(dag.tasks, p) for p in backfill.expand_params(args.param)]
     progress = backfill.PartitionProgress(dag.name, len(partitions), sys.stderr,
                                           enabled=args.progress)
@@ -828,7 +846,7 @@ def _serve(args: argparse.Namespace) -> int:
     from flowkit import schedule  # loaded on first use, like every command's own module
     from flowkit.backfill import PartitionPrinter
 
-    dag = load_workflow(args.workflow)
+    dag = _load_to_run(args)
     every = schedule.parse_duration(args.every) if args.every is not None else None
     configure_logging(args.log_level, json=args.json_logs)
     with StateManager(args.state) as state:
@@ -984,6 +1002,8 @@ class _Environment:
         self.propagate = logger.propagate
 
     def restore(self) -> None:
+        while _undo:
+            _undo.pop()()
         sys.path[:] = self.path
         for name in list(_workflows):
             before = self.modules.get(name)

@@ -6,7 +6,9 @@ Task functions are module-level: the workers are spawned with this process's
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 import logging
 import multiprocessing
 import os
@@ -40,6 +42,7 @@ from flowkit import (  # noqa: E402
     TaskTimeoutError,
     task,
 )
+from flowkit.cli import main as cli_main  # noqa: E402
 
 pytestmark = pytest.mark.dask
 
@@ -350,3 +353,131 @@ def test_a_malformed_address_is_a_clear_error() -> None:
     with pytest.raises(FlowkitError, match="unknown address scheme"):
         DAG([only]).run(executor="dask", address="foo://nowhere:1")
     assert time.monotonic() - started < 10
+
+
+# --- a workflow file, run by the command line on a cluster of its own ------------------------
+
+FLOW = """
+import os
+from pathlib import Path
+
+from flowkit import task
+
+
+def has_pid(pid: int) -> bool:
+    return pid > 0
+
+
+@task
+def worker_pid() -> int:
+    return os.getpid()
+
+
+@task(when=has_pid)
+def record(pid: int, out: str) -> None:
+    Path(out).write_text(f"{pid} {os.getpid()}")
+
+
+worker_pid >> record
+"""
+
+# A module next to the workflow file travels by name: the cluster needs it installed.
+NEEDS_HELPER = """
+import shouting
+from flowkit import task
+
+
+@task(retries=2)
+def loud() -> str:
+    return shouting.shout("hi")
+"""
+
+
+def _start(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[Any]:
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # stuck: it and whatever it started
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=20)
+
+
+def _scheduler_address(path: Path, scheduler: subprocess.Popen[Any], log: Path) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and scheduler.poll() is None:
+        with contextlib.suppress(FileNotFoundError, ValueError):  # not (fully) written yet
+            address: str = json.loads(path.read_text())["address"]
+            return address
+        time.sleep(0.1)
+    raise AssertionError(f"the Dask scheduler did not start:\n{log.read_text()}")
+
+
+def test_a_workflow_file_runs_from_the_command_line_on_a_separate_cluster(
+    tmp_path: Path,
+) -> None:
+    # The file's directory is nowhere on the cluster's path: its module ``flow``
+    # cannot be imported there, so its functions must travel as code.
+    flows, cluster, client = (tmp_path / d for d in ("flows", "cluster", "client"))
+    for directory in (flows, cluster, client):
+        directory.mkdir()
+    (flows / "flow.py").write_text(FLOW)
+    (flows / "loud.py").write_text(NEEDS_HELPER)
+    (flows / "shouting.py").write_text("def shout(text: str) -> str:\n    return text.upper()\n")
+    out = tmp_path / "pids"
+    processes: list[subprocess.Popen[Any]] = []
+    try:
+        scheduler_file = cluster / "scheduler.json"
+        processes.append(_start(
+            ["dask", "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(scheduler_file)], cluster, tmp_path / "scheduler.log"))
+        # The worker finds the scheduler through its file, once written; without
+        # a nanny, the worker is this process itself.
+        processes.append(_start(
+            ["dask", "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
+             "--nworkers", "1", "--no-nanny", "--host", "127.0.0.1", "--no-dashboard"],
+            cluster, tmp_path / "worker.log"))
+        address = _scheduler_address(scheduler_file, processes[0], tmp_path / "scheduler.log")
+        # The runs' calls wait on the scheduler until the worker has joined.
+        runs = [_start(["flowkit", "run", str(flows / name), "--executor", "dask", "--address",
+                        address, *more], client, tmp_path / f"{name}.log")
+                for name, more in [("flow.py", ["--param", f"out={out}"]), ("loud.py", [])]]
+        processes += runs
+        for run in runs:
+            run.wait(timeout=120)
+        logs = [(tmp_path / f"{name}.log").read_text() for name in ("flow.py", "loud.py")]
+        assert runs[0].returncode == 0, logs[0]
+        first, second = (int(pid) for pid in out.read_text().split())
+        assert first == second == processes[1].pid != runs[0].pid  # on the worker, not here
+        assert runs[1].returncode == 1, logs[1]
+        assert "could not load task 'loud': ModuleNotFoundError: No module named 'shouting'" in (
+            logs[1])
+        assert "client.upload_file" in logs[1]
+        assert "task 'loud' failed after 1 attempt(s)" in logs[1]  # a retry cannot help
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+
+
+def test_the_command_sends_a_workflow_file_by_value_and_forgets_it_after(
+    client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The cluster's workers started before the file's directory went on sys.path.
+    cloudpickle = pytest.importorskip("cloudpickle")
+    (tmp_path / "by_value_flow.py").write_text(FLOW)
+    out = tmp_path / "pids"
+    code = cli_main(["run", str(tmp_path / "by_value_flow.py"), "--executor", "dask",
+                     "--address", client.scheduler.address, "--param", f"out={out}"])
+    assert code == 0, capsys.readouterr().err
+    first, second = (int(pid) for pid in out.read_text().split())
+    assert {first, second} <= worker_pids(client)
+    assert "by_value_flow" not in cloudpickle.list_registry_pickle_by_value()
+    assert "by_value_flow" not in sys.modules

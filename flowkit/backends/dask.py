@@ -28,8 +28,9 @@ from typing import Any, NamedTuple
 
 from flowkit.backends import dask_worker as on_worker
 from flowkit.backends.base import Backend, Call, Clock, Inbox
+from flowkit.backends.dask_code import MISSING, Shipped, shipped
 from flowkit.backends.dask_worker import Spec, WhenFalse
-from flowkit.backends.futures import executor_failure, sendable_callable
+from flowkit.backends.futures import executor_failure
 from flowkit.exceptions import FlowkitError, TaskExecutionError
 from flowkit.outcome import NOT_KEPT, Decided, Outcome, Remote, Status
 from flowkit.state.cachekey import UncacheableInput
@@ -53,11 +54,6 @@ ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"
 TIMEOUT_NOTE = (
     "Dask cannot stop a running call: it was cancelled on the cluster, but the worker "
     "thread runs on until the function returns"
-)
-
-_MISSING = (
-    "executor='dask' needs dask.distributed, which is not installed: "
-    "pip install 'dask[distributed]' (in a Poetry checkout of flowkit: poetry install --with dist)"
 )
 
 
@@ -115,7 +111,7 @@ def connect(address: str | None = None, *, n_workers: int | None = None) -> Dask
         import dask
         import distributed
     except ImportError as exc:
-        raise FlowkitError(_MISSING) from exc
+        raise FlowkitError(MISSING) from exc
     # Dask ships without type hints: call its classes through Any.
     client_class: Any = distributed.Client
     cluster_class: Any = distributed.LocalCluster
@@ -279,7 +275,7 @@ class DaskBackend(Backend):
         self._live: dict[Call, _Job] = {}  # each call in flight -> what it is doing
         self._timing: dict[str, list[Any]] = {}  # attempt key -> [key, started, ended, worker]
         self._topic = f"flowkit-{uuid.uuid4().hex}"
-        self._sendables: dict[Task[..., Any], Callable[..., Any]] = {}
+        self._sendables: dict[Task[..., Any], Shipped] = {}
         self._state: Any = None
         self._store_all = False
         client.subscribe_topic(self._topic, self._on_event)
@@ -302,7 +298,7 @@ class DaskBackend(Backend):
     def _prepare(self, call: Call) -> None:
         task = call.task
         try:
-            fn = self._sendable(task)
+            code = self._sendable(task)
         except FlowkitError as exc:
             self._fail(call, exc, time.time())
             return
@@ -312,8 +308,8 @@ class DaskBackend(Backend):
         probing = task.options.cache_ttl is not None and self._state is not None
         kind = "probe" if probing else "attempt"
         key = f"{task.name}-probe-{uuid.uuid4().hex}" if probing else _fresh_key(task)
-        spec = Spec(fn, task.options.when, call.kwargs, call.ctx, item, position, self._topic,
-                    key, task.options.cache_key)
+        spec = Spec(code.fn, code.when, call.kwargs, call.ctx, item, position, self._topic,
+                    key, code.cache_key)
         self._queue(_Job(call, kind, spec, tuple(_on_cluster(a) for a in args)))
 
     def _queue(self, job: _Job) -> None:
@@ -354,16 +350,11 @@ class DaskBackend(Backend):
         except Exception as exc:
             return exc
 
-    def _sendable(self, task: Task[..., Any]) -> Callable[..., Any]:
-        fn = self._sendables.get(task)
-        if fn is None:
-            fn = sendable_callable(task, check_pickle=False)
-            if getattr(task.fn, "__module__", None) == "__main__":
-                # A script's tasks live in __main__, which a worker cannot import by
-                # name: send the function, which Dask's cloudpickle sends by value.
-                fn = task.fn
-            self._sendables[task] = fn
-        return fn
+    def _sendable(self, task: Task[..., Any]) -> Shipped:
+        code = self._sendables.get(task)
+        if code is None:
+            code = self._sendables[task] = shipped(task)
+        return code
 
     # --- receiving (in Dask's callback thread) -------------------------------------------
 
@@ -483,7 +474,7 @@ class DaskBackend(Backend):
         if is_killed_worker(error):
             error = _killed(call.task.name, error)
         else:
-            error = executor_failure(call.task.name, error)
+            error = _unloadable(call.task.name, error) or executor_failure(call.task.name, error)
         call.outcome = Outcome(False, None, error, started, ended, worker)
         self.inbox.put(call)
 
@@ -555,6 +546,23 @@ def _killed(task_name: str, error: BaseException) -> TaskExecutionError:
         "crashed) and Dask gave up on the call; the task's attempt counts as failed. "
         f"Dask said: {error}",
         task_name=task_name,
+    )
+    wrapped.__cause__ = error
+    return wrapped
+
+
+def _unloadable(task_name: str, error: BaseException) -> TaskExecutionError | None:
+    """The error of a call the cluster could not unpickle for want of a module, else None."""
+    cause = error.__cause__
+    if not (isinstance(cause, ImportError) and "deserializ" in str(error)):
+        return None
+    wrapped = TaskExecutionError(
+        f"the Dask cluster could not load task {task_name!r}: {type(cause).__name__}: {cause}. "
+        "Every module a task uses must be importable on the scheduler and the workers: "
+        "install it there, or send it with client.upload_file(path) (a workflow file's "
+        "own functions travel by value). Not retried: another attempt would fail the same way",
+        task_name=task_name,
+        retryable=False,
     )
     wrapped.__cause__ = error
     return wrapped
