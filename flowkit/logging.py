@@ -177,16 +177,17 @@ class LoggingHook:
         )
 
     def on_task_success(self, run: RunContext, state: TaskState) -> None:
-        if self._logger.isEnabledFor(_INFO):
-            extra = _task_fields("task.success", run, state)
-            extra["duration_s"] = _seconds(state.duration)
-            self._logger.info(
-                "task %r succeeded in %.3fs (attempt %d)",
-                state.name,
-                state.duration,
-                state.attempts,
-                extra=extra,
-            )
+        if not self._logger.isEnabledFor(_INFO):
+            return  # nor DEBUG, the level of dag.progress
+        extra = _task_fields("task.success", run, state)
+        extra["duration_s"] = _seconds(state.duration)
+        self._logger.info(
+            "task %r succeeded in %.3fs (attempt %d)",
+            state.name,
+            state.duration,
+            state.attempts,
+            extra=extra,
+        )
         self._progress(run)
 
     def on_task_failure(self, run: RunContext, state: TaskState) -> None:

@@ -134,13 +134,13 @@ class Scheduler(StateMachine):
         self.backend.wake()
 
     def _loop(self) -> None:
+        ready, starts, states = self.ready, self.starts, self.states
         while self.unfinished:
-            while self.ready:
-                for i in self.ready.take():
+            while ready:
+                for i in ready.take():
                     self._start(i)
-            if self.starts.can_take(self.ctx.running):
-                for i in self.starts.take(self.ctx.running, self.states, self._waits):
-                    self._launch(i)
+            for i in starts.take(self.ctx.running, states, self._waits):
+                self._launch(i)
             if self.outbox:
                 calls, self.outbox = self.outbox, []
                 self.backend.submit_many(calls)
@@ -148,18 +148,24 @@ class Scheduler(StateMachine):
                 self._wait()
 
     def _wait(self) -> None:
-        """Fire due timers, else wait for ended calls (or sleep until the next timer)."""
+        """Fire due timers, else wait for ended calls (or sleep until the next timer).
+
+        The loop has just started all it could: nothing is ready or queued here
+        unless a timer fires.
+        """
         if self.cancelled:
             raise RunCancelled("the run was cancelled")
-        wait = self._fire_timers() if self.retry_timers or self.deadlines else None
-        if wait is not None:
-            # A timer hours or 1e300 seconds away: wake up now and then instead
-            # (sleep and queue waits refuse timeouts past what the OS can count).
-            wait = min(wait, _LONGEST_WAIT)
-        if self.ready or self.outbox or not self.unfinished:
-            return
-        if self.starts.can_take(self.ctx.running):
-            return
+        wait = None
+        if self.retry_timers or self.deadlines:
+            wait = self._fire_timers()
+            if wait is not None:
+                # A timer hours or 1e300 seconds away: wake up now and then instead
+                # (sleep and queue waits refuse timeouts past what the OS can count).
+                wait = min(wait, _LONGEST_WAIT)
+            if self.ready or self.outbox or not self.unfinished:
+                return
+            if self.starts.can_take(self.ctx.running):
+                return
         if not self.ctx.running:
             if wait is None:
                 raise FlowkitError(  # a scheduler bug, never a hang
@@ -288,7 +294,7 @@ class Scheduler(StateMachine):
                 self._move(i, _CACHED)
                 return
         state.inputs = args
-        self._submit(i)
+        self.starts.push(i, task)
 
     def _submit(self, i: int) -> None:
         """Task ``i`` runs (again) as soon as the start queue lets it."""

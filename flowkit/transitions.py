@@ -51,7 +51,7 @@ class StateMachine:
         self.pooled = starts.pooled
         self.states = [TaskState(t) for t in graph.tasks]
         self.waiting = [len(u) for u in graph.up]
-        self.ready = ReadyQueue(graph, [i for i, n in enumerate(self.waiting) if n == 0])
+        self.ready = ReadyQueue(i for i, n in enumerate(self.waiting) if n == 0)
         self.unfinished = len(graph)
         self.stopping = False
         self.first_failure: int | None = None

@@ -36,6 +36,9 @@ __all__ = ["Pickled", "acall", "call", "call_batch", "call_remote", "sendable_er
 
 _now = time.time
 _thread = threading.current_thread
+# The name of the thread a call runs on, read once per thread: reading it is two
+# Python-level calls (current_thread(), the name property) on every attempt.
+_names = threading.local()
 # Outcome(...) runs a Python-level __new__; this C-level one keeps the hot path lean.
 _new = tuple.__new__
 
@@ -85,15 +88,22 @@ def call(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], ctx: TaskContext
 ) -> Outcome:
     """Call ``fn`` in this thread, with ``ctx`` as the current task, and settle the outcome."""
+    worker = getattr(_names, "name", None) or _name_this_thread()
     token = current_task.set(ctx)
     started = _now()
     try:
         value = fn(*args, **kwargs)
     except BaseException as exc:  # the policy above: every way out is an outcome
-        return _new(Outcome, (False, None, exc, started, _now(), _thread().name))
+        return _new(Outcome, (False, None, exc, started, _now(), worker))
     finally:
         current_task.reset(token)
-    return _new(Outcome, (True, value, None, started, _now(), _thread().name))
+    return _new(Outcome, (True, value, None, started, _now(), worker))
+
+
+def _name_this_thread() -> str:
+    name: str = _thread().name
+    _names.name = name
+    return name
 
 
 async def acall(

@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 DEFAULT_KEEP = 100
+# How many of a DAG's latest runs a task's expected duration is the median over:
+# recent enough to follow a task that got slower, and a bounded cost per run.
+DURATION_RUNS = 5
 """Runs kept per DAG name unless ``StateManager(history=N)`` says otherwise."""
 
 RUN_STATUSES = ("success", "failed", "interrupted", "running")
@@ -370,6 +373,16 @@ class HistoryIndex:
         if run is not None:
             run.tasks[task.name] = tuple(task)
 
+    def tasks(self, tasks: Iterable[TaskEnd]) -> None:
+        """:meth:`task` for many records, typically of one run."""
+        run: _Run | None = None
+        for task in tasks:
+            if run is None or run.head.run_id != task.run_id:
+                run = self._runs.get(task.run_id)
+                if run is None:
+                    continue
+            run.tasks[task.name] = tuple(task)
+
     def end(self, end: RunEnd) -> None:
         """Mark a run ended."""
         run = self._runs.get(end.run_id)
@@ -436,6 +449,16 @@ class HistoryIndex:
             elif name in records:
                 found.append(TaskEnd._make(records[name]))
         return found
+
+    def durations(self, dag: str, runs: int) -> dict[str, float]:
+        """:func:`medians` over the task records of the ``runs`` latest runs of ``dag``."""
+        found: dict[str, list[float]] = {}
+        for run_id in self._by_dag.get(dag, [])[-runs:]:
+            for record in self._runs[run_id].tasks.values():
+                # Plain tuples (see _Run): status and duration by position.
+                if record[2] == "success" and record[4] is not None:
+                    found.setdefault(record[1], []).append(record[4])
+        return {name: percentile(sorted(d), 50) for name, d in found.items()}
 
     @staticmethod
     def _view(run: _Run, *, tasks: bool) -> HistoryRun:
@@ -562,15 +585,16 @@ def make_head(
     dag: str,
     started_at: float,
     params: Mapping[str, Any],
-    graph: Mapping[str, Sequence[str]],
+    graph: dict[str, list[str]],
     keep: int,
 ) -> RunHead:
-    """The head record of a run starting now in this process."""
+    """The head record of a run starting now in this process (``graph`` is kept as
+    given: each task's upstream task names)."""
     from flowkit import __version__  # the package is imported by now; no cycle at runtime
 
     return RunHead(
         run_id, dag, started_at, {str(k): plain(v) for k, v in params.items()},
-        {name: list(ups) for name, ups in graph.items()}, __version__, _HOST, os.getpid(),
+        graph, __version__, _HOST, os.getpid(),
         _own_token(), keep,
     )
 

@@ -489,9 +489,8 @@ class StateManager:
     def _history_batch(self, book: _RunBook) -> None:
         """The history records of the outcomes that wait in ``book`` (see ``_record``):
         built in one batch at the end of the run rather than one per finished task."""
-        run_id, task_end, history_task = book.run_id, _history.task_end, self._store.history_task
-        for state in book.pending:
-            history_task(task_end(run_id, state, state.status))
+        run_id, task_end = book.run_id, _history.task_end
+        self._store.history_tasks_add([task_end(run_id, s, s.status) for s in book.pending])
 
     def _encode(self, state: TaskState) -> tuple[bool, Any]:
         kept, value = _local(state.value)
@@ -536,7 +535,7 @@ class StateManager:
         goes with its outcome, in the same write; a waiting outcome's record is
         built with the others' when the run ends (``_history_batch``).
         """
-        if self._lazy and entry is None and status in _DEFERRABLE:
+        if self._lazy and entry is None and status._value_ in _DEFERRABLE:
             book.pending.append(state)
             return
         ended = _history.task_end(book.run_id, state, status) if self.history_size else None
@@ -747,11 +746,11 @@ class StateManager:
         return [(end.run_id, _history.task_record(end)) for end in found]
 
     def expected_durations(self, dag_name: str) -> dict[str, float]:
-        """Each task's median duration (seconds) over the successful runs of it
-        recorded for ``dag_name``; tasks without one are left out."""
+        """Each task's median duration (seconds) over its successful runs among the
+        latest runs recorded for ``dag_name`` (five: see ``DURATION_RUNS``); tasks
+        without one are left out."""
         with self._using():
-            found = self._store.history_tasks(dag_name, None)
-        return _history.medians(found)
+            return self._store.history_durations(dag_name, _history.DURATION_RUNS)
 
 
 _MISSING: Any = object()
@@ -762,7 +761,8 @@ _BACKENDS = {
     "flowkit.state.stores.sqlite.SQLiteStore": "sqlite",
 }
 _NAME = operator.attrgetter("name")
-_DEFERRABLE = frozenset({Status.SUCCESS, Status.CACHED, Status.SKIPPED})
+# By value: a str's hash is C code, an Enum member's is not (this is on every task's path).
+_DEFERRABLE = frozenset({Status.SUCCESS.value, Status.CACHED.value, Status.SKIPPED.value})
 _INCOMPARABLE = "incomparable"
 
 

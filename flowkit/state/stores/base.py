@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 from flowkit.exceptions import StateError
 from flowkit.outcome import Status
-from flowkit.state.history import HistoryRun, RunEnd, RunHead, RunRow, TaskEnd
+from flowkit.state.history import HistoryRun, RunEnd, RunHead, RunRow, TaskEnd, medians
 
 try:
     import fcntl
@@ -325,6 +325,11 @@ class Store(abc.ABC):
         A record of a run the store has forgotten is dropped.
         """
 
+    def history_tasks_add(self, tasks: Iterable[TaskEnd]) -> None:
+        """:meth:`history_task` for many records at once (a run's deferred ones, at its end)."""
+        for task in tasks:
+            self.history_task(task)
+
     def record_task(self, outcome: Outcome | None, entry: CacheEntry | None, task: TaskEnd) -> None:
         """:meth:`record` (when ``outcome`` is given) and :meth:`history_task` together.
 
@@ -361,3 +366,10 @@ class Store(abc.ABC):
         """The records of task ``name`` (of every task for ``None``) in the retained runs
         of ``dag`` (of every DAG for ``None``), newest run first."""
         return []
+
+
+    def history_durations(self, dag: str, runs: int) -> dict[str, float]:
+        """Each task's median duration over its successful records in the ``runs``
+        latest runs of ``dag`` (tasks without one are left out)."""
+        latest = {row[0] for row in self.history_rows(dag)[:runs]}
+        return medians(t for t in self.history_tasks(dag, None) if t.run_id in latest)

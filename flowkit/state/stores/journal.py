@@ -507,6 +507,10 @@ class JSONStore(Store):
         with self._lock:
             return self._reader.index().task_ends(dag, name)
 
+    def history_durations(self, dag: str, runs: int) -> dict[str, float]:
+        with self._lock:
+            return self._reader.index().durations(dag, runs)
+
     def latest_run(self, dag: str) -> tuple[str, Mapping[str, Outcome]] | None:
         with self._locked(exclusive=False):
             run = self._runs.get(dag)

@@ -82,6 +82,12 @@ class MemoryStore(Store):
     def history_task(self, task: TaskEnd) -> None:
         self._history.task(task)
 
+    def history_tasks_add(self, tasks: Iterable[TaskEnd]) -> None:
+        if type(self).history_task is not MemoryStore.history_task:
+            super().history_tasks_add(tasks)  # a subclass watches each record
+            return
+        self._history.tasks(tasks)
+
     def history_end(self, end: RunEnd) -> None:
         self._history.end(end)
 
@@ -98,3 +104,6 @@ class MemoryStore(Store):
 
     def history_tasks(self, dag: str | None, name: str | None) -> list[TaskEnd]:
         return self._history.task_ends(dag, name)
+
+    def history_durations(self, dag: str, runs: int) -> dict[str, float]:
+        return self._history.durations(dag, runs)

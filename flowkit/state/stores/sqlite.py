@@ -44,6 +44,7 @@ from flowkit.state.history import (
     checked_task,
     end_from_data,
     head_from_data,
+    medians,
 )
 from flowkit.state.stores.base import (
     PARAMS,
@@ -624,6 +625,18 @@ class SQLiteStore(Store):
                 )
             ]
             return self._run(db, row, tasks)
+
+    def history_durations(self, dag: str, runs: int) -> dict[str, float]:
+        with self._tx(write=False) as db:
+            if self._version < 2:
+                return {}
+            rows = db.execute(
+                f"SELECT r.run_id, {_TASK_COLUMNS} FROM history_tasks AS t JOIN history_runs AS r "
+                "ON r.seq = t.run_seq WHERE t.run_seq IN "
+                "(SELECT seq FROM history_runs WHERE dag = ? ORDER BY seq DESC LIMIT ?)",
+                (dag, runs),
+            ).fetchall()
+        return medians(self._task_end(row) for row in rows)
 
     def history_tasks(self, dag: str | None, name: str | None) -> list[TaskEnd]:
         conditions = [c for c, v in (("r.dag = ?", dag), ("t.name = ?", name)) if v is not None]
