@@ -9,7 +9,7 @@ of starts is chosen, in one place:
 1. higher ``priority`` first;
 2. then the longer remaining path to the end of the DAG (the task's *bottom
    level*), each task weighted by its expected duration: the median recorded
-   in the state's run history, else 1 — the critical path starts first;
+   in the state's run history (the DAG's five latest runs), else 1 — the critical path starts first;
 3. then declaration order.
 
 Keeping tasks here rather than in a backend's queue is what makes the order

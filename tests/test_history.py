@@ -526,3 +526,18 @@ def test_a_damaged_history_database_is_reported(tmp_path: Path, damage: str) -> 
     if "history_runs" in damage:  # the listing reads runs only
         with pytest.raises(StateError, match="damaged run history"):
             state.run_index()
+
+
+def test_expected_durations_follow_the_latest_runs(backend: str, tmp_path: Path) -> None:
+    """A task that got faster is expected to take what its five latest runs took."""
+    state = _state(backend, tmp_path)
+
+    @task
+    def work(delay: float) -> None:
+        time.sleep(delay)
+
+    dag = DAG([work], name="speed")
+    for delay in [0.05] * 6 + [0.0] * 5:
+        dag.run(executor="sync", state=state, params={"delay": delay})
+    assert state.task_stats("work", dag="speed").median == pytest.approx(0.05, abs=0.04)
+    assert state.expected_durations("speed")["work"] < 0.04
