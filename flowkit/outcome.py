@@ -51,15 +51,21 @@ class Status(enum.Enum):
     @property
     def produced_value(self) -> bool:
         """True for the statuses that come with a value (SUCCESS and CACHED)."""
-        return self is Status.SUCCESS or self is Status.CACHED
+        return self is _SUCCESS or self is _CACHED
 
     @property
     def is_final(self) -> bool:
         """True once the task will not change any more in this run."""
-        return self is not Status.PENDING and self is not Status.RUNNING
+        return self is not _PENDING and self is not _RUNNING
 
     def __str__(self) -> str:
         return self.value
+
+
+# Members as module constants: ``Status.SUCCESS`` goes through the enum
+# metaclass (a few hundred ns), and these are read on every task's path.
+_PENDING, _RUNNING = Status.PENDING, Status.RUNNING
+_SUCCESS, _CACHED = Status.SUCCESS, Status.CACHED
 
 
 @final
@@ -323,7 +329,7 @@ class TaskState:
     def __init__(self, task: Task[..., Any]):
         self.task = task
         self.name: str = task.name
-        self.status = Status.PENDING
+        self.status = _PENDING
         self.attempts = 0
         self.error: BaseException | None = None
         self.duration = 0.0

@@ -53,6 +53,7 @@ DEFAULT_KEEP = 100
 # How many of a DAG's latest runs a task's expected duration is the median over:
 # recent enough to follow a task that got slower, and a bounded cost per run.
 DURATION_RUNS = 5
+_FAILED = Status.FAILED  # a module constant: the enum lookup is slow, and this runs per task
 """Runs kept per DAG name unless ``StateManager(history=N)`` says otherwise."""
 
 RUN_STATUSES = ("success", "failed", "interrupted", "running")
@@ -607,7 +608,7 @@ def task_end(run_id: str, state: TaskState, status: Status) -> TaskEnd:
     if error is not None:
         error_type = type(error).__name__
         message = clip(_text(error), _ERROR_LIMIT)
-        if status is Status.FAILED:  # rare, and worth the whole story
+        if status is _FAILED:  # rare, and worth the whole story
             trace = clip_tail(_text(error, full=True), _TRACEBACK_LIMIT)
     # tuple.__new__ directly: a named tuple's own __new__ is Python code, and
     # this runs once per task of every run.
