@@ -10,6 +10,7 @@ again (``flowkit.state``).
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, final
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
@@ -26,9 +27,11 @@ __all__ = [
     "Status",
     "TaskState",
     "UpstreamFailed",
+    "apply_trigger",
     "fetch_remote",
     "is_remote",
     "item_of",
+    "root_cause",
 ]
 
 
@@ -395,3 +398,43 @@ class TaskState:
             f"TaskState({self.name!r}, {self.status.name}, attempts={self.attempts}, "
             f"duration={self.duration:.3f}s{extra}{error})"
         )
+
+
+_BROKEN = (Status.FAILED, Status.UPSTREAM_FAILED, Status.CANCELLED)
+
+
+def root_cause(state: TaskState) -> str:
+    """The task at the root of ``state``'s status: itself, or what it recorded."""
+    if state.status is Status.FAILED:
+        return state.name
+    return state.cause or state.name
+
+
+def apply_trigger(
+    rule: str, upstream: Iterable[TaskState]
+) -> tuple[list[Any], Status | None, TaskState | None]:
+    """The trigger rule ``rule`` of a task whose ``upstream`` tasks have all ended.
+
+    Returns its inputs (:data:`SKIPPED` for a skipped upstream task, an
+    :class:`UpstreamFailed` for a broken one), and the status it takes instead
+    of running with the upstream task to blame (``None, None`` when it runs).
+    A failure outranks a skip.
+    """
+    inputs: list[Any] = []
+    broken: TaskState | None = None
+    skipped: TaskState | None = None
+    for up in upstream:
+        status = up.status
+        if status is _SUCCESS or status is _CACHED:
+            inputs.append(up.value)
+        elif status in _BROKEN:  # only an all_done task runs with it
+            inputs.append(UpstreamFailed(up.name, status, up.error, root_cause(up)))
+            broken = broken or up
+        else:
+            inputs.append(SKIPPED)
+            skipped = skipped or up
+    if broken is not None and rule != "all_done":
+        return inputs, Status.UPSTREAM_FAILED, broken
+    if skipped is not None and rule == "all_success":
+        return inputs, Status.SKIPPED, skipped
+    return inputs, None, None

@@ -29,15 +29,16 @@ from flowkit.outcome import (
     Attempt,
     Decided,
     Status,
-    TaskState,
     UpstreamFailed,
+    apply_trigger,
     fetch_remote,
+    root_cause,
 )
 from flowkit.ready import StartQueue
 from flowkit.results import RunResult
 from flowkit.retry import backoff_delay
 from flowkit.run_options import RunOptions
-from flowkit.transitions import StateMachine, root_cause
+from flowkit.transitions import StateMachine
 
 __all__ = ["RunCancelled", "Scheduler"]
 
@@ -226,7 +227,8 @@ class Scheduler(StateMachine):
         if self.restored and task.name in self.restored:
             self._restore(i, *self.restored[task.name])
             return
-        inputs, verdict, blame = self._trigger(i)
+        ups = map(self.states.__getitem__, self.graph.up[i])
+        inputs, verdict, blame = apply_trigger(task.options.trigger, ups)
         if verdict is not None and blame is not None:
             why = "was skipped" if verdict is _SKIPPED else f"is {blame.status.name}"
             self._not_run(i, verdict, root_cause(blame), f"upstream task {blame.name!r} {why}")
@@ -234,36 +236,6 @@ class Scheduler(StateMachine):
             self._expand(i, inputs)
         else:
             self._run_with(i, () if task.signature.takes_nothing else tuple(inputs))
-
-    def _trigger(self, i: int) -> tuple[list[Any], Status | None, TaskState | None]:
-        """The trigger rule of task ``i``, applied once all its upstream tasks ended.
-
-        Returns its inputs (:data:`SKIPPED` for a skipped upstream, an
-        :class:`UpstreamFailed` for a broken one), and
-        the status it takes instead of running with the upstream task to blame
-        (``None, None`` when it runs). A failure outranks a skip.
-        """
-        inputs: list[Any] = []
-        broken: TaskState | None = None
-        skipped: TaskState | None = None
-        for u in self.graph.up[i]:
-            up_state = self.states[u]
-            status = up_state.status
-            if status is _SUCCESS or status is _CACHED:
-                inputs.append(up_state.value)
-            elif status in _BROKEN:  # only an all_done task runs with it
-                inputs.append(UpstreamFailed(up_state.name, status, up_state.error,
-                                             root_cause(up_state)))
-                broken = broken or up_state
-            else:
-                inputs.append(SKIPPED)
-                skipped = skipped or up_state
-        trigger = self.states[i].task.options.trigger
-        if broken is not None and trigger != "all_done":
-            return inputs, _UPSTREAM_FAILED, broken
-        if skipped is not None and trigger == "all_success":
-            return inputs, _SKIPPED, skipped
-        return inputs, None, None
 
     def _run_with(self, i: int, args: tuple[Any, ...]) -> None:
         """Apply the condition and the cache, then submit a first attempt."""

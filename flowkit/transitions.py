@@ -25,7 +25,7 @@ from flowkit.outcome import Decided, PoolWait, Status, TaskState
 from flowkit.ready import ReadyQueue, StartQueue
 from flowkit.results import RunResult
 
-__all__ = ["StateMachine", "root_cause"]
+__all__ = ["StateMachine"]
 
 _SUCCESS, _CACHED, _SKIPPED = Status.SUCCESS, Status.CACHED, Status.SKIPPED
 _PENDING, _RUNNING, _FAILED = Status.PENDING, Status.RUNNING, Status.FAILED
@@ -206,9 +206,3 @@ class StateMachine:
             result=result,
         ) from error
 
-
-def root_cause(state: TaskState) -> str:
-    """The task at the root of ``state``'s status: itself, or what it recorded."""
-    if state.status is _FAILED:
-        return state.name
-    return state.cause or state.name
