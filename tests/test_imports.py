@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -22,16 +21,60 @@ LAZY = (
 
 
 def _loaded_after(code: str) -> set[str]:
-    script = f"import sys\n{code}\nimport json\nprint(json.dumps(sorted(sys.modules)))\n"
+    script = f"import sys\n{code}\nprint(*sys.modules, sep='\\n')\n"
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
     )
-    return set(json.loads(done.stdout))
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
 
 
-def test_import_flowkit_loads_none_of_the_heavy_modules() -> None:
+# Loaded by neither ``import flowkit`` nor ``from flowkit import task``: what
+# only a run needs.
+RUN_ONLY = ("logging", "threading", "concurrent.futures", "json", "pickle", "flowkit.dag",
+            "flowkit.scheduler", "flowkit.state", "flowkit.logging", "flowkit.backends")
+
+
+def test_import_flowkit_loads_no_submodule_and_none_of_the_heavy_modules() -> None:
     loaded = _loaded_after("import flowkit")
-    assert not loaded & set(LAZY), sorted(loaded & set(LAZY))
+    heavy = {"inspect", "dataclasses", *LAZY, *RUN_ONLY}
+    assert not loaded & heavy, sorted(loaded & heavy)
+    assert not {m for m in loaded if m.startswith("flowkit.")}, sorted(loaded)
+
+
+def test_defining_a_task_loads_none_of_the_run_machinery() -> None:
+    code = "from flowkit import task\n@task\ndef one() -> int:\n    return 1\n"
+    loaded = _loaded_after(code)
+    assert "flowkit.task" in loaded
+    assert not loaded & {*LAZY, *RUN_ONLY}, sorted(loaded & {*LAZY, *RUN_ONLY})
+
+
+@pytest.mark.parametrize(
+    "first",
+    ["import flowkit.dag", "import flowkit.task", "from flowkit.testing import run_task",
+     "from flowkit import DAG"],
+)
+def test_the_task_submodule_never_hides_the_task_decorator(first: str) -> None:
+    code = (
+        f"{first}\n"
+        "import flowkit\n"
+        "from flowkit import task\n"
+        "assert flowkit.task is task and task.__module__ == 'flowkit.task', task\n"
+        "@task\n"
+        "def one() -> int:\n"
+        "    return 1\n"
+        "assert flowkit.DAG([one]).run()['one'] == 1\n"
+    )
+    _loaded_after(code)  # raises if an assertion fails
+
+
+def test_dir_lists_the_public_names_before_they_are_loaded() -> None:
+    code = (
+        "import flowkit, sys\n"
+        "assert set(flowkit.__all__) <= set(dir(flowkit)), dir(flowkit)\n"
+        "assert 'flowkit.task' not in sys.modules\n"
+    )
+    _loaded_after(code)
 
 
 def test_a_plain_run_on_threads_loads_none_of_them_either() -> None:

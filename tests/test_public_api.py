@@ -185,3 +185,9 @@ def test_importing_flowkit_is_quiet_and_configures_no_logging() -> None:
 def test_submodules_import_on_their_own() -> None:
     for module in ("flowkit.exceptions", "flowkit.task", "flowkit.dag", "flowkit.retry"):
         assert importlib.import_module(module).__name__ == module
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        flowkit.Nope  # noqa: B018 - the lookup is the test
+    assert not hasattr(flowkit, "dag_runner")
