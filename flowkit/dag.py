@@ -13,7 +13,6 @@ import dataclasses
 import os
 import random
 import reprlib
-import secrets
 import threading
 import time
 import warnings
@@ -496,5 +495,5 @@ def _new_run_id() -> str:
     """A unique id that sorts by start time: ``20261128T075110.123456-3f9a1c``."""
     now = time.time()
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
-    return f"{stamp}.{int(now % 1 * 1_000_000):06d}-{secrets.token_hex(3)}"
+    return f"{stamp}.{int(now % 1 * 1_000_000):06d}-{os.urandom(3).hex()}"
 

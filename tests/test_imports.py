@@ -8,11 +8,12 @@ import sys
 import pytest
 
 # Loaded only by what needs them: async tasks, a process pool, a state file,
-# an HTML report.
+# signed pickles, an HTML report.
 LAZY = (
     "asyncio",
     "concurrent.futures.process",
     "sqlite3",
+    "hmac",
     "flowkit.report",
     "flowkit.state.stores.sqlite",
     "flowkit.state.stores.journal",
@@ -97,6 +98,7 @@ def test_a_plain_run_on_threads_loads_none_of_them_either() -> None:
         ("import flowkit; flowkit.StateManager('x.json')", "flowkit.state.stores.journal"),
         ("import flowkit.stores as s; s.JSONStore", "flowkit.state.stores.journal"),
         ("import flowkit; flowkit.StateManager('x.json').serializer", "flowkit.state.serializers"),
+        ("import flowkit; flowkit.StateManager('x.json').serializer", "hmac"),
         (
             "import flowkit; r = flowkit.DAG([flowkit.Task(int, name='n')]).run(executor='sync');"
             " r.to_html()",
