@@ -384,12 +384,18 @@ class TaskState:
     @property
     def started_at(self) -> float | None:
         """Wall-clock time its first attempt started, if it ran."""
-        return self.history[0].started_at if self.history else None
+        attempts = self._history  # read without copying: the history records it per task
+        if attempts is None:
+            return None
+        return (attempts if isinstance(attempts, Attempt) else attempts[0]).started_at
 
     @property
     def finished_at(self) -> float | None:
         """Wall-clock time its last attempt ended, if it ran."""
-        return self.history[-1].finished_at if self.history else None
+        attempts = self._history
+        if attempts is None:
+            return None
+        return (attempts if isinstance(attempts, Attempt) else attempts[-1]).finished_at
 
     def __repr__(self) -> str:
         extra = f", cause={self.cause!r}" if self.cause and self.cause != self.name else ""

@@ -137,9 +137,8 @@ class Scheduler(StateMachine):
     def _loop(self) -> None:
         ready, starts, states = self.ready, self.starts, self.states
         while self.unfinished:
-            while ready:
-                for i in ready.take():
-                    self._start(i)
+            while ready:  # in the order they became ready, those it makes ready last
+                self._start(ready.popleft())
             for i in starts.take(self.ctx.running, states, self._waits):
                 self._launch(i)
             if self.outbox:

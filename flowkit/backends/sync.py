@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Iterable
 
 from flowkit.backends.base import Backend, Call, Clock, Inbox
 from flowkit.outcome import Outcome
@@ -32,6 +33,9 @@ class SyncBackend(Backend):
 
     def submit(self, call: Call) -> None:
         self._queued.append(call)
+
+    def submit_many(self, calls: Iterable[Call]) -> None:
+        self._queued.extend(calls)
 
     def collect(self, timeout: float | None) -> list[Call]:
         if not self._started and self._queued:

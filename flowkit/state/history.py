@@ -602,7 +602,7 @@ def make_head(
 
 def task_end(run_id: str, state: TaskState, status: Status) -> TaskEnd:
     """The record of how ``state``'s task ended: no result, the error as text."""
-    attempts = state.history
+    started = state.started_at  # None: it never ran
     error = state.error
     error_type = message = trace = None
     if error is not None:
@@ -614,9 +614,9 @@ def task_end(run_id: str, state: TaskState, status: Status) -> TaskEnd:
     # this runs once per task of every run.
     return tuple.__new__(TaskEnd, (
         run_id, state.name, status._value_, state.attempts,
-        state.duration if attempts else None,
-        attempts[0].started_at if attempts else None,
-        attempts[-1].finished_at if attempts else None,
+        None if started is None else state.duration,
+        started,
+        None if started is None else state.finished_at,
         state.cause, state.reason, error_type, message, trace,
     ))
 
