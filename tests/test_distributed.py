@@ -29,13 +29,13 @@ distributed = pytest.importorskip(
     "(or poetry install --with dist)",
 )
 import dask  # noqa: E402  (installed with distributed)
+from endings import assert_lost, bounded  # noqa: E402
 from file_counter import bump, flaky  # noqa: E402
 
 import flowkit.executors  # noqa: E402
 from flowkit import (  # noqa: E402
     DAG,
     FlowkitError,
-    RunResult,
     Status,
     Task,
     TaskExecutionError,
@@ -114,26 +114,6 @@ def executor(client: Any) -> Iterator[Any]:
     """The client's executor; afterwards the client must still work."""
     yield client.get_executor()
     assert client.submit(lambda: 1).result(timeout=30) == 1
-
-
-def bounded(run: Callable[[], RunResult], seconds: float = 60) -> RunResult:
-    """Call ``run`` in a thread; fail the test (rather than hang) if it takes too long."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = run()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), f"the run did not finish within {seconds}s"
-    if "error" in box:
-        raise box["error"]
-    result: RunResult = box["result"]
-    return result
 
 
 def worker_pids(client: Any) -> set[int]:
@@ -481,3 +461,90 @@ def test_the_command_sends_a_workflow_file_by_value_and_forgets_it_after(
     assert {first, second} <= worker_pids(client)
     assert "by_value_flow" not in cloudpickle.list_registry_pickle_by_value()
     assert "by_value_flow" not in sys.modules
+
+
+# --- a scheduler or client lost during the run ------------------------------------------
+
+HELD = threading.Event()  # set by hold(), which runs in this process (processes=False)
+RELEASE = threading.Event()
+
+
+def hold(*_: Any) -> str:
+    HELD.set()
+    RELEASE.wait(60)
+    return "released"
+
+
+@pytest.fixture
+def doomed() -> Iterator[Any]:
+    """A cluster of its own for a test that stops its scheduler: one worker thread in
+    this process (so a task can tell the test it runs), its scheduler on loopback."""
+    HELD.clear()
+    RELEASE.clear()
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+        host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
+    )
+    try:
+        yield cluster
+    finally:
+        RELEASE.set()
+        # Closing asks the scheduler, which may be gone: do not wait 30 s for it.
+        with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+            cluster.close()
+
+
+def once_held(action: Callable[[], object]) -> threading.Thread:
+    """Run ``action`` in a thread as soon as hold() runs on the cluster."""
+    thread = threading.Thread(target=lambda: HELD.wait(60) and action(), daemon=True)
+    thread.start()
+    return thread
+
+
+def lost_run(dag: DAG, **options: Any) -> dict[str, Any]:
+    """Run ``dag`` (it fails); its states, once it returned. Dask would give up on a
+    lost scheduler after 2 minutes: the run must end long before that."""
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "120s"}),
+        pytest.raises(TaskExecutionError) as caught,
+    ):
+        bounded(lambda: dag.run(fail_fast=False, **options), 60)
+    assert caught.value.result is not None
+    return dict(caught.value.result.states)
+
+
+def chain_on_hold() -> DAG:
+    held = Task(hold, name="held", retries=2)
+    after = Task(const, name="after", retries=2)
+    held >> after
+    return DAG([after])
+
+
+def test_a_scheduler_that_stops_mid_run_fails_the_attempts_instead_of_hanging(
+    doomed: Any,
+) -> None:
+    address = doomed.scheduler_address
+    with distributed.Client(address, set_as_default=False, timeout=120) as client:
+        once_held(lambda: doomed.sync(doomed.scheduler.close))
+        states = lost_run(chain_on_hold(), executor=client.get_executor())
+    assert_lost(states["held"], f"lost its connection to the scheduler at {address}")
+    assert states["after"].status is Status.UPSTREAM_FAILED
+
+
+def test_executor_dask_whose_scheduler_stops_mid_run_ends_the_run(doomed: Any) -> None:
+    address = doomed.scheduler_address
+    once_held(lambda: doomed.sync(doomed.scheduler.close))
+    states = lost_run(chain_on_hold(), executor="dask", address=address)
+    assert_lost(states["held"], f"the scheduler at {address}")
+    assert states["after"].status is Status.UPSTREAM_FAILED
+
+
+def test_a_client_closed_by_its_owner_mid_run_fails_the_attempts(doomed: Any) -> None:
+    client = distributed.Client(doomed, set_as_default=False)
+    try:
+        once_held(client.close)
+        states = lost_run(chain_on_hold(), executor=client.get_executor())
+    finally:
+        client.close()
+    assert_lost(states["held"], "the Dask client was closed during the run")
+    assert states["after"].status is Status.UPSTREAM_FAILED

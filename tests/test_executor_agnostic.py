@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import queue
+import signal
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from endings import assert_lost, bounded
 from file_counter import bump, flaky
 
 import flowkit.executors
@@ -96,6 +98,10 @@ class Unloadable:
 
 def unloadable() -> Unloadable:
     return Unloadable()
+
+
+def killed() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --- executors -----------------------------------------------------------------
@@ -417,6 +423,94 @@ def test_a_lambda_task_on_a_process_pool_is_refused_clearly() -> None:
         with pytest.raises(FlowkitError, match="'anonymous' cannot run on a process pool"):
             DAG([anonymous]).run(executor=executor)
         assert executor.submit(pow, 2, 3).result() == 8
+
+
+# --- an executor that can run nothing more -------------------------------------------
+
+
+class ShutDownOnceQueued(cf.ThreadPoolExecutor):
+    """Shut down, its queue cancelled, right after it queued a call (as other code may do)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        future = super().submit(fn, *args, **kwargs)
+        self.shutdown(wait=False, cancel_futures=True)
+        return future
+
+
+class ShutDownAfter:
+    """A hook that shuts ``pool`` down once task ``name`` succeeded."""
+
+    def __init__(self, pool: cf.Executor, name: str):
+        self.pool, self.name = pool, name
+
+    def on_task_success(self, run: Any, state: Any) -> None:
+        if state.name == self.name:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def failed_run(dag: DAG, executor: cf.Executor, **options: Any) -> dict[str, Any]:
+    """The states of ``dag``'s run, which fails, once it returned (fail_fast=False)."""
+    with pytest.raises(TaskExecutionError) as caught:
+        bounded(lambda: dag.run(executor=executor, fail_fast=False, **options))
+    assert caught.value.result is not None
+    return dict(caught.value.result.states)
+
+
+def test_a_thread_pool_shut_down_by_a_task_fails_the_tasks_left_clearly() -> None:
+    pool = cf.ThreadPoolExecutor(max_workers=2)
+    try:
+        stopper = Task(lambda: pool.shutdown(wait=False), name="stopper")
+        after = Task(describe, name="after", retries=2)
+        last = Task(describe, name="last")
+        stopper >> after >> last
+        states = failed_run(DAG([last]), pool)
+    finally:
+        pool.shutdown()
+    assert states["stopper"].status is Status.SUCCESS
+    assert_lost(states["after"], "the ThreadPoolExecutor was shut down during the run",
+                "do not shut it down during the run")
+    assert states["last"].status is Status.UPSTREAM_FAILED
+
+
+def test_a_call_waiting_in_a_pool_shut_down_meanwhile_fails_clearly() -> None:
+    pool = ShutDownOnceQueued(max_workers=1)
+    release = threading.Event()
+    busy = cf.ThreadPoolExecutor.submit(pool, release.wait, 60)  # its one thread is taken
+    try:
+        waiting = Task(functools.partial(const, 1), name="waiting", retries=2)
+        states = failed_run(DAG([waiting]), pool)
+    finally:
+        release.set()
+        pool.shutdown()
+    assert busy.result() is True
+    assert_lost(states["waiting"], "the ShutDownOnceQueued was shut down during the run")
+    assert isinstance(states["waiting"].error.__cause__, cf.CancelledError)  # in its queue
+
+
+def test_a_process_pool_shut_down_mid_run_fails_the_tasks_left_clearly() -> None:
+    first = Task(functools.partial(const, 1), name="first")
+    second = Task(double, name="second", retries=2)
+    third = Task(double, name="third")
+    first >> second >> third
+    with cf.ProcessPoolExecutor(max_workers=1) as pool:
+        states = failed_run(DAG([third]), pool, hooks=[ShutDownAfter(pool, "first")])
+    assert states["first"].status is Status.SUCCESS
+    assert_lost(states["second"], "the ProcessPoolExecutor was shut down during the run")
+    assert states["third"].status is Status.UPSTREAM_FAILED
+
+
+def test_a_process_pool_whose_worker_was_killed_fails_the_tasks_left_clearly() -> None:
+    victim = Task(killed, name="victim", retries=2)
+    after = Task(describe, name="after")
+    cleanup = Task(describe, name="cleanup", trigger="all_done", retries=2)
+    victim >> [after, cleanup]
+    with cf.ProcessPoolExecutor(max_workers=1) as pool:
+        states = failed_run(DAG([after, cleanup]), pool)
+    assert_lost(states["victim"], "the ProcessPoolExecutor it ran on is broken",
+                "worker processes died abruptly", "cannot replace an executor it was given")
+    assert states["after"].status is Status.UPSTREAM_FAILED
+    assert_lost(states["cleanup"], "is broken")  # it ran after the failure: sent to a broken pool
+
 
 
 # --- large results ------------------------------------------------------------------

@@ -12,6 +12,12 @@ Time belongs to the scheduler. It keeps every deadline on the run's clock; a
 backend only reports when a call began (:meth:`Backend.started_at`, on the
 clock it was given) and, when asked, stops or abandons a call the scheduler
 gave up on (:meth:`Backend.stop`).
+
+A backend never leaves a call without an outcome. One whose executor can run
+nothing more (a Dask client that lost its scheduler or was closed, a pool the
+caller shut down or that broke) fails every call it holds, and every call it is
+then given, with the error of :func:`executor_lost`: another attempt cannot
+run there, so the scheduler does not retry it, and the run ends.
 """
 
 from __future__ import annotations
@@ -23,11 +29,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flowkit.context import TaskContext
-from flowkit.exceptions import TaskTimeoutError
+from flowkit.exceptions import TaskExecutionError, TaskTimeoutError
 from flowkit.outcome import Outcome
 from flowkit.task import Task
 
-__all__ = ["Backend", "Call", "Inbox", "timeout_error"]
+__all__ = ["Backend", "Call", "Inbox", "executor_lost", "timeout_error"]
 
 Clock = Callable[[], float]
 
@@ -158,8 +164,10 @@ class Inbox:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Call] = queue.SimpleQueue()
         self.put = self._queue.put
+        self.wakes = 0  # how many times wake() was called: a collect that returns [] can tell why
 
     def wake(self) -> None:
+        self.wakes += 1
         self._queue.put(self._WAKE)
 
     def collect(self, timeout: float | None) -> list[Call]:
@@ -185,4 +193,15 @@ def timeout_error(task_name: str, timeout: float, note: str) -> TaskTimeoutError
         f"task {task_name!r} timed out after {timeout:g}s; the run went on without it ({note})",
         task_name=task_name,
         timeout=timeout,
+    )
+
+
+def executor_lost(task_name: str, what: str, todo: str) -> TaskExecutionError:
+    """The error of an attempt whose executor can run nothing more: ``what``
+    happened to it, ``todo`` says what to do. Not retryable: no attempt can run there."""
+    return TaskExecutionError(
+        f"task {task_name!r} did not finish: {what}. Nothing more can run there, "
+        f"so the attempt is not retried. {todo}",
+        task_name=task_name,
+        retryable=False,
     )

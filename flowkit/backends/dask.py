@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from flowkit.backends import dask_worker as on_worker
-from flowkit.backends.base import Backend, Call, Clock, Inbox
+from flowkit.backends.base import Backend, Call, Clock, Inbox, executor_lost
 from flowkit.backends.dask_code import MISSING, Shipped, shipped
 from flowkit.backends.dask_worker import Spec, WhenFalse
 from flowkit.backends.futures import executor_failure
@@ -40,6 +40,7 @@ __all__ = [
     "ADDRESS_ENV",
     "STATE_LIMIT_BYTES",
     "TIMEOUT_NOTE",
+    "WATCH_SECONDS",
     "DaskBackend",
     "DaskSession",
     "DaskValue",
@@ -161,6 +162,17 @@ Assign a new value to change it."""
 
 logger = logging.getLogger("flowkit.backends.dask")
 
+WATCH_SECONDS = 0.5
+"""How often a collect that waits checks that the Dask client still runs: when its
+scheduler is gone, Dask may never settle a call sent meanwhile."""
+
+_LOST_STATUSES = frozenset({"connecting", "closing", "closed", "failed"})
+_LOST_TODO = (
+    "The results held on the cluster are lost with it: start the scheduler again (or pass a "
+    "running client) and run the DAG again (with a state and resume=True, the tasks whose "
+    "results the state kept are not run again)"
+)
+
 
 class DaskValue(Remote):
     """A task's result held by a Dask worker: ``handle`` is its ``distributed.Future``."""
@@ -278,6 +290,8 @@ class DaskBackend(Backend):
         self._sendables: dict[Task[..., Any], Shipped] = {}
         self._state: Any = None
         self._store_all = False
+        self._address = getattr(client.scheduler, "address", None) or "its address"
+        self._lost: str | None = None  # why the client can run nothing more
         client.subscribe_topic(self._topic, self._on_event)
 
     def attach(self, state: Any) -> None:
@@ -322,6 +336,10 @@ class DaskBackend(Backend):
         with self._lock:
             jobs, self._outbox = self._outbox, []
         if not jobs:
+            return
+        if self._gone():  # a call sent now might never be settled
+            for job in jobs:
+                self._fail(job.call, None, job.wall)
             return
         try:
             futures: list[Any] = self._send(jobs)
@@ -466,20 +484,58 @@ class DaskBackend(Backend):
         call.outcome = Outcome(True, value, None, started, ended, worker)
         self.inbox.put(call)
 
-    def _fail(self, call: Call, error: BaseException, wall: float,
+    def _fail(self, call: Call, error: BaseException | None, wall: float,
               key: str | None = None) -> None:
+        """Fail ``call`` with ``error``: the function's own when ``key`` (its attempt's
+        key) is given, else Dask's; ``None``: the client was lost before it was sent."""
         started, ended, worker = self._times(key, wall)
         with self._lock:
             self._live.pop(call, None)
-        if is_killed_worker(error):
+        if error is not None and is_killed_worker(error):
             error = _killed(call.task.name, error)
+        elif key is None and self._gone():  # no error of the function: the client's
+            cause, error = error, executor_lost(call.task.name, self._lost or "", _LOST_TODO)
+            error.__cause__ = cause
         else:
+            assert error is not None, "a failed call without its error"
             error = _unloadable(call.task.name, error) or executor_failure(call.task.name, error)
         call.outcome = Outcome(False, None, error, started, ended, worker)
         self.inbox.put(call)
 
+    def _gone(self) -> bool:
+        """True once the client can run nothing more: it lost its scheduler, or was closed."""
+        if self._lost is None:
+            status = self.client.status
+            if status in _LOST_STATUSES:
+                self._lost = (
+                    f"the Dask client lost its connection to the scheduler at {self._address} "
+                    "(did the scheduler stop?)" if status == "connecting"
+                    else f"the Dask client was closed during the run (its status: {status})"
+                )
+        return self._lost is not None
+
     def collect(self, timeout: float | None) -> list[Call]:
-        return self.inbox.collect(timeout)
+        """The ended calls; while waiting, every :data:`WATCH_SECONDS` it checks that
+        the client still runs, and fails every call in flight once it does not."""
+        inbox, left = self.inbox, timeout
+        while True:
+            wakes = inbox.wakes
+            step = WATCH_SECONDS if left is None else min(left, WATCH_SECONDS)
+            ended = inbox.collect(step)
+            if ended or inbox.wakes != wakes or (left is not None and left <= step):
+                return ended  # something ended, wake() was called, or the time is up
+            left = None if left is None else left - step
+            self._watch()
+
+    def _watch(self) -> None:
+        """Fail every call in flight once the client can run nothing more: Dask
+        settles the calls it had when it lost its scheduler, not those sent meanwhile,
+        nor any once it is closed."""
+        if self._live and self._gone():
+            with self._lock:
+                jobs = list(self._live.values())
+            for job in jobs:
+                self._fail(job.call, None, job.wall)
 
     def wake(self) -> None:
         self.inbox.wake()
@@ -497,7 +553,7 @@ class DaskBackend(Backend):
     def stop(self, call: Call) -> None:
         with self._lock:
             job = self._live.pop(call, None)
-        if job is not None and job.future is not None:
+        if job is not None and job.future is not None and not self._gone():
             self.client.cancel([job.future])
 
     def cancel_pending(self) -> list[Call]:
@@ -508,13 +564,13 @@ class DaskBackend(Backend):
             self._live.clear()
             self._outbox.clear()
         futures = [job.future for job in jobs if job.future is not None]
-        if futures:
+        if futures and not self._gone():  # a lost client cancels nothing (and might wait)
             self.client.cancel(futures)
         return [job.call for job in jobs]
 
     def keep(self, values: list[Any]) -> None:
         """Before a client flowkit opened is closed: fetch the final tasks' values."""
-        if self._session is None:
+        if self._session is None or self._gone():  # a lost cluster took the values with it
             return
         remote = [v for value in values for v in (value if type(value) is list else [value])
                   if isinstance(v, DaskValue)]
@@ -526,8 +582,9 @@ class DaskBackend(Backend):
             if cancel:
                 self.cancel_pending()
             self._timing.clear()
-            with contextlib.suppress(Exception):  # a client already closed by its owner
-                self.client.unsubscribe_topic(self._topic)
+            if not self._gone():  # a lost client sends nothing (and might wait)
+                with contextlib.suppress(Exception):  # closed by its owner meanwhile
+                    self.client.unsubscribe_topic(self._topic)
         finally:
             if self._session is not None:
                 self._session.close()

@@ -26,7 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from flowkit import executors as _settings
-from flowkit.backends.base import Backend, Call, Clock, Inbox
+from flowkit.backends.base import Backend, Call, Clock, Inbox, executor_lost
 from flowkit.exceptions import FlowkitError, TaskExecutionError
 from flowkit.outcome import Outcome
 from flowkit.task import Task
@@ -86,6 +86,7 @@ class FutureBackend(Backend):
         self._submitted: dict[Call, float] = {}  # calls with a timeout -> when submitted
         self._size_lock = threading.Lock()
         self._size_reported = False
+        self._lost: tuple[str, str] | None = None  # the executor runs nothing more: why, what to do
 
     def submit(self, call: Call) -> None:
         self._submit_future(call)
@@ -110,16 +111,19 @@ class FutureBackend(Backend):
 
     def _submit_future(self, call: Call) -> bool:
         """Hand ``call`` to the executor; False when it failed at once (already reported)."""
+        if self._lost is not None:
+            self._report(call, None)
+            return False
         fn = self._callable_for(call)
         if fn is None:
             return False
         try:
             future = self._send(fn, call)
-        except BrokenProcessPool as exc:
+        except RuntimeError as exc:  # broken (a worker died), or shut down by its owner
+            if not isinstance(exc, cf.BrokenExecutor):
+                self._lost = (f"the {self.name} was shut down during the run ({exc})", _SHUT_DOWN)
             self._report(call, exc)
             return False
-        except RuntimeError as exc:  # executor shut down by its owner
-            raise _refused(call, exc) from exc
         except Exception as exc:  # the executor could not take the call (pickling, mostly)
             self._report(call, exc)
             return False
@@ -180,11 +184,32 @@ class FutureBackend(Backend):
         call.outcome = outcome
         self.inbox.put(call)
 
-    def _translate(self, task_name: str, error: BaseException) -> BaseException:
-        """The error of an attempt that the executor failed (not the task's function)."""
-        return executor_failure(task_name, error)
+    def _translate(self, task_name: str, error: BaseException | None) -> BaseException:
+        """The error of an attempt that the executor failed (not the task's function);
+        ``None``: the executor was lost before the attempt was sent."""
+        lost = self._lost_because(error)
+        if lost is None:
+            assert error is not None, "an attempt failed without an error"
+            return executor_failure(task_name, error)
+        wrapped = executor_lost(task_name, *lost)
+        wrapped.__cause__ = error
+        return wrapped
 
-    def _report(self, call: Call, error: BaseException) -> None:
+    def _lost_because(self, error: BaseException | None) -> tuple[str, str] | None:
+        """Why the executor can run nothing more and what to do, when ``error`` (an
+        executor's error, not a task's) says so or it was lost already; else ``None``."""
+        if self._lost is None and not self.owned:  # flowkit replaces a pool of its own
+            if isinstance(error, BrokenProcessPool):
+                self._lost = (f"the {self.name} it ran on is broken: one of its worker processes "
+                              "died abruptly (killed, crashed, or it called os._exit)", _BROKEN)
+            elif isinstance(error, cf.BrokenExecutor):
+                self._lost = f"the {self.name} it ran on is broken ({error})", _BROKEN
+            elif isinstance(error, cf.CancelledError) and _shut_down(self.executor):
+                self._lost = f"the {self.name} was shut down during the run", _SHUT_DOWN
+        lost_with_it = error is None or isinstance(error, RuntimeError | cf.CancelledError)
+        return self._lost if lost_with_it else None
+
+    def _report(self, call: Call, error: BaseException | None) -> None:
         now = time.time()
         call.outcome = Outcome(False, None, self._translate(call.task.name, error), now, now,
                                self.name)
@@ -366,13 +391,11 @@ class ProcessBackend(FutureBackend):
         except _NothingSent:
             self._slot_freed()
             return
-        except BrokenProcessPool as exc:
+        except RuntimeError as exc:  # a worker died since the pool was renewed
             for call in sent:
                 self._report(call, exc)
             self._slot_freed()
             return
-        except RuntimeError as exc:  # pragma: no cover - only its owner shuts the pool down
-            raise _refused(sent[0], exc) from exc
         for call in sent:
             self._futures[call] = future
         future.add_done_callback(functools.partial(self._settle_batch, sent))
@@ -487,11 +510,24 @@ class _NothingSent(Exception):
     """No call of a batch could be sent (each was reported)."""
 
 
-def _refused(call: Call, exc: RuntimeError) -> FlowkitError:
-    return FlowkitError(
-        f"cannot submit task {call.task.name!r}: the executor refused it ({exc}); "
-        "pass an executor that is running, and do not shut it down during the run"
-    )
+_AGAIN = (
+    "run the DAG again (with a state and resume=True, the tasks that succeeded are not run again)"
+)
+_SHUT_DOWN = (
+    "Keep the executor running until the run returns (do not shut it down during the run), "
+    f"then {_AGAIN}"
+)
+_BROKEN = (
+    "flowkit cannot replace an executor it was given: pass a new pool (or executor='process', "
+    f"whose pool flowkit replaces when a worker dies), then {_AGAIN}"
+)
+
+
+def _shut_down(executor: cf.Executor) -> bool:
+    # The standard pools have no public "is shut down"; their flags are the only
+    # way to tell a shutdown from a call cancelled by other means (a custom executor).
+    flags = ("_shutdown", "_shutdown_thread")  # ThreadPoolExecutor's, ProcessPoolExecutor's
+    return any(getattr(executor, flag, False) is True for flag in flags)
 
 
 def _terminate_workers(pool: cf.ProcessPoolExecutor) -> None:
