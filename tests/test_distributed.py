@@ -6,6 +6,7 @@ Task functions are module-level: the workers are spawned with this process's
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -529,6 +530,35 @@ def test_a_scheduler_that_stops_mid_run_fails_the_attempts_instead_of_hanging(
         states = lost_run(chain_on_hold(), executor=client.get_executor())
     assert_lost(states["held"], f"lost its connection to the scheduler at {address}")
     assert states["after"].status is Status.UPSTREAM_FAILED
+
+
+STOPPED = threading.Event()
+
+
+async def after_the_stop() -> int:
+    """A coroutine task: it runs in the run's process, not on the cluster."""
+    await asyncio.to_thread(STOPPED.wait, 60)
+    return 1
+
+
+def test_a_task_ready_after_its_scheduler_stopped_fails_at_once(doomed: Any) -> None:
+    STOPPED.clear()
+
+    def stop() -> None:
+        doomed.sync(doomed.scheduler.close)
+        STOPPED.set()
+
+    held = Task(hold, name="held", retries=2)
+    gate = Task(after_the_stop, name="gate")
+    late = Task(const, name="late", retries=2)
+    gate >> late
+    address = doomed.scheduler_address
+    with distributed.Client(address, set_as_default=False, timeout=120) as client:
+        once_held(stop)
+        states = lost_run(DAG([held, late]), executor=client.get_executor())
+    assert states["gate"].status is Status.SUCCESS
+    assert_lost(states["late"], f"lost its connection to the scheduler at {address}")
+    assert_lost(states["held"], f"lost its connection to the scheduler at {address}")
 
 
 def test_executor_dask_whose_scheduler_stops_mid_run_ends_the_run(doomed: Any) -> None:

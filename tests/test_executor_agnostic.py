@@ -499,6 +499,21 @@ def test_a_process_pool_shut_down_mid_run_fails_the_tasks_left_clearly() -> None
     assert states["third"].status is Status.UPSTREAM_FAILED
 
 
+def refuse_to_start() -> None:
+    raise OSError("no database connection for this worker")
+
+
+def test_a_thread_pool_whose_initializer_failed_fails_the_tasks_clearly() -> None:
+    one = Task(functools.partial(const, 1), name="one", retries=2)
+    two = Task(double, name="two")
+    one >> two
+    with cf.ThreadPoolExecutor(max_workers=1, initializer=refuse_to_start) as pool:
+        states = failed_run(DAG([two]), pool)
+    assert_lost(states["one"], "the ThreadPoolExecutor it ran on is broken",
+                "initializer failed", "cannot replace an executor it was given")
+    assert states["two"].status is Status.UPSTREAM_FAILED
+
+
 def test_a_process_pool_whose_worker_was_killed_fails_the_tasks_left_clearly() -> None:
     victim = Task(killed, name="victim", retries=2)
     after = Task(describe, name="after")

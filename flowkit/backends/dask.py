@@ -335,11 +335,7 @@ class DaskBackend(Backend):
         """Send every queued job to the Dask scheduler in one message."""
         with self._lock:
             jobs, self._outbox = self._outbox, []
-        if not jobs:
-            return
-        if self._gone():  # a call sent now might never be settled
-            for job in jobs:
-                self._fail(job.call, None, job.wall)
+        if not jobs or self._gone():  # a call sent now might never be settled: collect fails it
             return
         try:
             futures: list[Any] = self._send(jobs)
@@ -519,18 +515,18 @@ class DaskBackend(Backend):
         the client still runs, and fails every call in flight once it does not."""
         inbox, left = self.inbox, timeout
         while True:
+            self._watch()
             wakes = inbox.wakes
             step = WATCH_SECONDS if left is None else min(left, WATCH_SECONDS)
             ended = inbox.collect(step)
             if ended or inbox.wakes != wakes or (left is not None and left <= step):
                 return ended  # something ended, wake() was called, or the time is up
             left = None if left is None else left - step
-            self._watch()
 
     def _watch(self) -> None:
-        """Fail every call in flight once the client can run nothing more: Dask
-        settles the calls it had when it lost its scheduler, not those sent meanwhile,
-        nor any once it is closed."""
+        """Fail every call in flight once the client can run nothing more. Dask
+        settles the calls it held when it lost its scheduler, but not one sent while
+        it reconnects; and calls for a lost client stay here, unsent (:meth:`_flush`)."""
         if self._live and self._gone():
             with self._lock:
                 jobs = list(self._live.values())
