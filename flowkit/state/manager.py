@@ -490,7 +490,9 @@ class StateManager:
         """The history records of the outcomes that wait in ``book`` (see ``_record``):
         built in one batch at the end of the run rather than one per finished task."""
         run_id, task_end = book.run_id, _history.task_end
-        self._store.history_tasks_add([task_end(run_id, s, s.status) for s in book.pending])
+        # A generator: the store keeps each record as it comes, so a run's records
+        # are never all in memory twice.
+        self._store.history_tasks_add(task_end(run_id, s, s.status) for s in book.pending)
 
     def _encode(self, state: TaskState) -> tuple[bool, Any]:
         kept, value = _local(state.value)
