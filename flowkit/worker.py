@@ -32,7 +32,9 @@ from flowkit.context import TaskContext, current_task
 from flowkit.exceptions import TaskExecutionError, TaskTimeoutError
 from flowkit.outcome import Outcome
 
-__all__ = ["Pickled", "acall", "call", "call_batch", "call_remote", "sendable_error"]
+__all__ = [
+    "Pickled", "acall", "call", "call_batch", "call_packed", "call_remote", "sendable_error",
+]
 
 _now = time.time
 _thread = threading.current_thread
@@ -44,6 +46,8 @@ _new = tuple.__new__
 
 # Results that cost nothing to ship and whose size needs no pickling to know.
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+_Fields = tuple[str, str, str]  # a TaskContext's fields, as they travel
 
 
 class Pickled:
@@ -144,39 +148,66 @@ def call_remote(
     thread (a process pool) the stop is armed in advance: ``SIGALRM`` interrupts
     the call after ``timeout`` seconds, when the scheduler gives up on it too.
     """
+    return _new(Outcome, _remote(fn, args, kwargs, ctx, timeout, pickle_only,
+                                 f"pid {os.getpid()}"))
+
+
+def call_packed(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    ctx: _Fields,
+    timeout: float | None = None,
+    pickle_only: bool = False,
+) -> tuple[Any, ...]:
+    """:func:`call_remote` in the form that travels best: the context's fields
+    in, the outcome's fields out, both plain tuples.
+
+    A named tuple is pickled as its class's name and rebuilt by a Python-level
+    constructor; for calls that do next to nothing, that is a good part of
+    what a round trip to a worker costs. ``Outcome(*fields)`` is the outcome.
+    """
+    return _remote(fn, args, kwargs, _new(TaskContext, ctx), timeout, pickle_only,
+                   f"pid {os.getpid()}")
+
+
+def call_batch(
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any], _Fields]],
+    pickle_only: bool = False,
+) -> list[tuple[Any, ...]]:
+    """:func:`call_packed` for several calls sent together, one after another.
+
+    Each call settles its own outcome, in order: a batch is only a cheaper way
+    to travel. Calls with a timeout are never batched (their deadline counts
+    from when they start, which only a call sent alone can tell).
+    """
+    worker = f"pid {os.getpid()}"  # one string for the batch: pickled once
+    return [_remote(fn, args, kwargs, _new(TaskContext, ctx), None, pickle_only, worker)
+            for fn, args, kwargs, ctx in calls]
+
+
+def _remote(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any], ctx: TaskContext,
+    timeout: float | None, pickle_only: bool, worker: str,
+) -> tuple[Any, ...]:
+    """What :func:`call_remote` does, the outcome's fields as a plain tuple."""
     alarm = timeout is not None and _can_use_alarm()
     if alarm:
         assert timeout is not None
         previous = signal.signal(signal.SIGALRM, _alarm_handler(ctx.task, timeout))
         signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        outcome = call(fn, args, kwargs, ctx)
+        ok, value, error, started, ended, _ = call(fn, args, kwargs, ctx)
     finally:
         if alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-    worker = f"pid {os.getpid()}"
-    if outcome.error is not None:
-        return outcome._replace(error=sendable_error(outcome.error, ctx.task), worker=worker)
-    value = _encode(outcome.value)
-    if pickle_only and value is outcome.value and type(value) not in _PLAIN:
-        return outcome._replace(ok=False, value=None, worker=worker,
-                                error=_unsendable_result(value, ctx.task))
-    return outcome._replace(value=value, worker=worker)
-
-
-def call_batch(
-    calls: list[tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any], TaskContext]],
-    pickle_only: bool = False,
-) -> list[Outcome]:
-    """:func:`call_remote` for several calls sent together, one after another.
-
-    Each call settles its own outcome, in order: a batch is only a cheaper way
-    to travel. Calls with a timeout are never batched (their deadline counts
-    from when they start, which only a call sent alone can tell).
-    """
-    return [call_remote(fn, args, kwargs, ctx, None, pickle_only)
-            for fn, args, kwargs, ctx in calls]
+    if error is not None:
+        return (ok, value, sendable_error(error, ctx.task), started, ended, worker)
+    sent = _encode(value)
+    if pickle_only and sent is value and type(value) not in _PLAIN:
+        return (False, None, _unsendable_result(value, ctx.task), started, ended, worker)
+    return (ok, sent, None, started, ended, worker)
 
 
 def _unsendable_result(value: Any, task_name: str) -> TaskExecutionError:

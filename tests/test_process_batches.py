@@ -12,8 +12,6 @@ import pytest
 
 import flowkit.backends.futures as futures
 from flowkit import DAG, StateManager, Status, TaskExecutionError, task
-from flowkit.context import TaskContext
-from flowkit.outcome import Outcome
 from flowkit.worker import call_batch
 
 ITEMS: list[Any] = []  # what `items` returns (read in a fresh worker process each run)
@@ -80,9 +78,9 @@ class Touchy:
 
 
 def noting_batch(
-    calls: list[tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any], TaskContext]],
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any], tuple[str, ...]]],
     pickle_only: bool = False,
-) -> list[Outcome]:
+) -> list[tuple[Any, ...]]:
     """call_batch, noting each batch's size in the directory FAIL["sizes"]."""
     with open(Path(FAIL["sizes"]) / f"{os.getpid()}", "a") as out:
         out.write(f"{len(calls)}\n")

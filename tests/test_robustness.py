@@ -261,6 +261,45 @@ def test_fail_fast_on_a_process_pool_starts_nothing_queued(tmp_path: Path) -> No
     assert {run.states[f"other{k}"].status for k in range(3)} == {Status.CANCELLED}
 
 
+def _inc(value: int) -> int:
+    return value + 1
+
+
+def test_a_one_worker_pool_goes_on_when_its_thread_pauses_after_handing_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool's thread may lose the CPU right after it hands a result back: the
+    scheduler it woke must already see the worker free, or it waits for nothing."""
+    from flowkit.backends import base
+
+    made = base.Inbox.__init__
+
+    def pausing_inbox(inbox: base.Inbox) -> None:
+        made(inbox)
+        put = inbox.put
+
+        def put_then_pause(call: base.Call) -> None:
+            put(call)
+            if threading.current_thread().name != "runner":  # the pool's thread
+                time.sleep(0.05)
+
+        inbox.put = put_then_pause  # type: ignore[method-assign]
+
+    monkeypatch.setattr(base.Inbox, "__init__", pausing_inbox)
+    first = Task(functools.partial(_inc, 0), name="first")
+    second = Task(_inc, name="second")
+    third = Task(_inc, name="third")
+    first >> second >> third
+    results: list[object] = []
+    runner = threading.Thread(
+        target=lambda: results.append(DAG([third]).run(executor="process", max_workers=1)["third"]),
+        name="runner", daemon=True,
+    )
+    runner.start()
+    runner.join(120)
+    assert results == [3], "the run stalled"
+
+
 # --- pools never get more workers than can be used ---------------------------------
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
 import functools
 import logging
 import multiprocessing
@@ -27,10 +28,11 @@ from typing import Any
 
 from flowkit import executors as _settings
 from flowkit.backends.base import Backend, Call, Clock, Inbox, executor_lost
+from flowkit.context import TaskContext
 from flowkit.exceptions import FlowkitError, TaskExecutionError
 from flowkit.outcome import Outcome
 from flowkit.task import Task
-from flowkit.worker import Pickled, call_batch, call_remote
+from flowkit.worker import Pickled, call_batch, call_packed
 from flowkit.worker import call as call_here
 
 __all__ = [
@@ -43,13 +45,15 @@ __all__ = [
 
 logger = logging.getLogger("flowkit.executors")
 
+_new = tuple.__new__  # Outcome(*fields) without its Python-level __new__
+
 
 class FutureBackend(Backend):
     """Runs calls on a ``concurrent.futures.Executor``, owned or the caller's.
 
-    Each call is one small function call — :func:`~flowkit.worker.call_remote`
+    Each call is one small function call — :func:`~flowkit.worker.call_packed`
     (or :func:`~flowkit.worker.call` on a thread pool), the task's function (or
-    the Task, which pickles by name), its inputs and a
+    the Task, which pickles by name), its inputs and the fields of a
     :class:`~flowkit.context.TaskContext` — and nothing of the scheduler, the
     state or the hooks. Futures report back through ``add_done_callback``, in
     whatever thread completes them.
@@ -83,6 +87,7 @@ class FutureBackend(Backend):
         self._futures: dict[Call, cf.Future[Any]] = {}
         self._dropped: set[Call] = set()  # calls flowkit cancelled itself
         self._callables: dict[Task[..., Any], Callable[..., Any]] = {}
+        self._pickles: dict[Callable[..., Any], bool] = {}  # function -> it pickles
         self._submitted: dict[Call, float] = {}  # calls with a timeout -> when submitted
         self._size_lock = threading.Lock()
         self._size_reported = False
@@ -133,17 +138,18 @@ class FutureBackend(Backend):
         future.add_done_callback(functools.partial(self._settle, call))
         return True
 
-    def _send(self, fn: Callable[..., Any], call: Call) -> cf.Future[Outcome]:
+    def _send(self, fn: Callable[..., Any], call: Call) -> cf.Future[Any]:
         """Submit one call of ``fn`` to the executor."""
         if self.remote:
-            return self.executor.submit(call_remote, fn, call.args, call.kwargs, call.ctx,
+            return self.executor.submit(call_packed, fn, call.args, call.kwargs, _fields(call.ctx),
                                         call.task.options.timeout, self._pickle_only)
         return self.executor.submit(call_here, fn, call.args, call.kwargs, call.ctx)
 
     def _sendable(self, task: Task[..., Any]) -> Callable[..., Any]:
         """What to ship for ``task`` (see :func:`sendable_callable`)."""
         return sendable_callable(task, check_pickle=isinstance(self.executor,
-                                                               cf.ProcessPoolExecutor))
+                                                               cf.ProcessPoolExecutor),
+                                 known=self._pickles)
 
     def _settle(self, call: Call, future: cf.Future[Outcome]) -> None:
         # Runs in whatever thread completes the future (a Dask client's event
@@ -164,8 +170,12 @@ class FutureBackend(Backend):
             return
         self._deliver(call, future.result())
 
-    def _deliver(self, call: Call, outcome: Outcome) -> None:
-        """Hand ``call`` back with ``outcome``, its result unpickled (and its size noted)."""
+    def _deliver(self, call: Call, outcome: Outcome | tuple[Any, ...]) -> None:
+        """Hand ``call`` back with ``outcome`` (or its fields), its result unpickled
+        (and its size noted)."""
+        if type(outcome) is tuple:  # from call_packed
+            outcome = _new(Outcome, outcome)
+        assert isinstance(outcome, Outcome)
         value = outcome.value
         kind = type(value)
         if kind is Pickled:
@@ -382,7 +392,7 @@ class ProcessBackend(FutureBackend):
         for call in calls:
             fn = self._callable_for(call)
             if fn is not None:
-                items.append((fn, call.args, call.kwargs, call.ctx))
+                items.append((fn, call.args, call.kwargs, _fields(call.ctx)))
                 sent.append(call)
         try:
             if not sent:
@@ -400,42 +410,43 @@ class ProcessBackend(FutureBackend):
             self._futures[call] = future
         future.add_done_callback(functools.partial(self._settle_batch, sent))
 
-    def _settle_batch(self, calls: list[Call], future: cf.Future[list[Outcome]]) -> None:
+    def _settle_batch(self, calls: list[Call], future: cf.Future[list[tuple[Any, ...]]]) -> None:
         # Runs in the pool's thread, like _settle: each call settles on its own.
-        try:
+        # The slot is free before any call is handed back: the scheduler, woken
+        # by the first, tops the pool up at once (and, with one worker, a slot
+        # freed after the hand-back could be seen taken and never waited for).
+        self._slot_freed()
+        for call in calls:
+            self._futures.pop(call, None)
+        if future.cancelled():
+            kept = [c for c in calls if c not in self._dropped]
+            self._dropped.difference_update(calls)
+            for call in kept:
+                self._report(call, cf.CancelledError())
+            return
+        error = future.exception()
+        if error is None:
+            for call, outcome in zip(calls, future.result(), strict=True):
+                self._deliver(call, outcome)
+        elif len(calls) > 1 and not isinstance(error, BrokenProcessPool):
+            # One call's inputs did not pickle, and the batch with it: send
+            # each call alone, so that only that one fails, saying why.
+            self._alone.update(calls)
+            self._backlog.extendleft(reversed(calls))
+            self.inbox.wake()
+        else:
+            # A worker died during the batch: which of its calls ran is
+            # unknown, so each attempt counts as failed (retries apply).
             for call in calls:
-                self._futures.pop(call, None)
-            if future.cancelled():
-                kept = [c for c in calls if c not in self._dropped]
-                self._dropped.difference_update(calls)
-                for call in kept:
-                    self._report(call, cf.CancelledError())
-                return
-            error = future.exception()
-            if error is None:
-                for call, outcome in zip(calls, future.result(), strict=True):
-                    self._deliver(call, outcome)
-            elif len(calls) > 1 and not isinstance(error, BrokenProcessPool):
-                # One call's inputs did not pickle, and the batch with it: send
-                # each call alone, so that only that one fails, saying why.
-                self._alone.update(calls)
-                self._backlog.extendleft(reversed(calls))
-                self.inbox.wake()
-            else:
-                # A worker died during the batch: which of its calls ran is
-                # unknown, so each attempt counts as failed (retries apply).
-                for call in calls:
-                    self._report(call, error)
-        finally:
-            self._slot_freed()
+                self._report(call, error)
 
     def started_at(self, call: Call) -> float | None:
         # A call with a timeout is sent alone, to a free worker: it runs once sent.
         return self._submitted.get(call)
 
     def _settle(self, call: Call, future: cf.Future[Outcome]) -> None:
+        self._slot_freed()  # before the hand-back (see _settle_batch)
         super()._settle(call, future)
-        self._slot_freed()
 
     def _slot_freed(self) -> None:
         with self._gate:
@@ -583,12 +594,16 @@ def _undecodable(task_name: str, error: Exception) -> TaskExecutionError:
     return wrapped
 
 
-def sendable_callable(task: Task[..., Any], *, check_pickle: bool) -> Callable[..., Any]:
+def sendable_callable(
+    task: Task[..., Any], *, check_pickle: bool,
+    known: dict[Callable[..., Any], bool] | None = None,
+) -> Callable[..., Any]:
     """What to ship to a worker for ``task``: the Task itself when it is a module
     global (it pickles by name), else its function.
 
     With ``check_pickle``, refuse early — with a message that says what to do —
     what the standard pickle cannot send, instead of failing in a feeder thread.
+    ``known`` remembers which functions (not Tasks) pickle, for many tasks of one function.
     """
     # A mapped task wraps its template Task, which wraps the function: send the
     # outermost one that pickles by reference.
@@ -612,7 +627,7 @@ def sendable_callable(task: Task[..., Any], *, check_pickle: bool) -> Callable[.
         "fork",
     ):
         problem = "it is defined in __main__, which worker processes started by spawn cannot import"
-    else:
+    elif not _known(candidate, known):
         try:
             pickle.dumps(candidate)
         except Exception as exc:
@@ -621,6 +636,10 @@ def sendable_callable(task: Task[..., Any], *, check_pickle: bool) -> Callable[.
                 problem = "it is a lambda or a function defined inside another function"
             else:
                 problem = f"pickle refused it ({exc})"
+        else:
+            if known is not None:
+                with contextlib.suppress(TypeError):  # unhashable: checked each time
+                    known[candidate] = True
     if problem:
         raise FlowkitError(
             f"task {task.name!r} cannot run on a process pool: {problem}. Define it with @task "
@@ -628,3 +647,16 @@ def sendable_callable(task: Task[..., Any], *, check_pickle: bool) -> Callable[.
         )
     return candidate
 
+
+
+def _known(fn: Callable[..., Any], known: dict[Callable[..., Any], bool] | None) -> bool:
+    """Whether ``fn`` is known to pickle (an unhashable callable never is)."""
+    try:
+        return known is not None and fn in known
+    except TypeError:
+        return False
+
+
+def _fields(ctx: TaskContext) -> tuple[str, str, str]:
+    """``ctx`` as :func:`~flowkit.worker.call_packed` takes it."""
+    return (ctx.task, ctx.run_id, ctx.dag)
