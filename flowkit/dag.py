@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
 
 __all__ = ["DAG", "Plan"]
 
+_POOLS = ("thread", "process", "dask")  # executors whose workers flowkit starts
+
 
 class Plan(NamedTuple):
     """What a run would do, without running anything (see :meth:`DAG.plan`).
@@ -297,7 +299,8 @@ class DAG:
         backend = make_backend(
             options.executor, options.max_workers, options.clock, address=options.address,
             coroutines=graph.has_async, loop=loop, max_concurrency=max_concurrency,
-            width=None if graph.has_map else len(graph),  # items of a map: unknown yet
+            # Items of a map are unknown yet; only pools flowkit creates use it.
+            width=None if graph.has_map or options.executor not in _POOLS else graph.width(),
         )
         ctx = RunContext(self.name, _new_run_id(), len(graph), backend.name, params)
         dispatcher = HookDispatcher([manager, LoggingHook(), *options.hooks])

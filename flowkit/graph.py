@@ -133,6 +133,20 @@ class Graph:
     def __len__(self) -> int:
         return len(self.tasks)
 
+    def width(self) -> int:
+        """At least as many as the most tasks that can run at once: the workers worth starting.
+
+        Tasks that run at once lie on no common path, so at most one task of
+        the longest path can be among them. A task with a timeout counts once
+        more: a process pool cannot always stop it, and its worker may stay busy.
+        """
+        depth = [0] * len(self.tasks)
+        for i, ups in enumerate(self.up):  # topological order: the upstream first
+            depth[i] = 1 + max([depth[u] for u in ups], default=0)
+        longest = max(depth, default=0)
+        timed = sum(1 for t in self.tasks if t.options.timeout is not None)
+        return min(len(self.tasks), len(self.tasks) - longest + 1 + timed)
+
     @property
     def upstream_names(self) -> dict[str, tuple[str, ...]]:
         """Each task's upstream task names, in declaration order (made on first use)."""

@@ -332,6 +332,32 @@ def test_a_process_pool_gets_no_more_workers_than_tasks_can_use() -> None:
     assert 1 <= counter.most <= 2  # not 40
 
 
+def _pass_on(pid: int) -> int:
+    return os.getpid()
+
+
+def test_a_chain_gets_one_worker_process() -> None:
+    first = flowkit.Task(_pid, name="first")
+    links = [first]
+    for k in range(3):
+        links.append(flowkit.Task(_pass_on, name=f"link{k}"))
+        links[-2] >> links[-1]
+    counter = _CountChildren()
+    run = flowkit.DAG(links).run(executor="process", max_workers=4, hooks=[counter])
+    assert counter.most == 1  # one task runs at a time: one worker is enough
+    assert len({run[t.name] for t in links}) == 1
+
+
+def test_a_chain_with_a_timeout_keeps_a_worker_for_a_call_that_may_not_stop() -> None:
+    first = flowkit.Task(_pid, name="first", timeout=30)
+    second = flowkit.Task(_pass_on, name="second")
+    first >> second
+    counter = _CountChildren()
+    run = flowkit.DAG([second]).run(executor="process", max_workers=4, hooks=[counter])
+    assert run.ok
+    assert counter.most == 2
+
+
 def test_an_absurd_max_workers_is_capped() -> None:
     from flowkit.backends import MAX_WORKERS_PER_CPU, usable_workers
 
