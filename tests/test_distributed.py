@@ -476,14 +476,14 @@ def hold(*_: Any) -> str:
     return "released"
 
 
-@pytest.fixture
-def doomed() -> Iterator[Any]:
-    """A cluster of its own for a test that stops its scheduler: one worker thread in
-    this process (so a task can tell the test it runs), its scheduler on loopback."""
+@contextlib.contextmanager
+def in_process(threads: int) -> Iterator[Any]:
+    """A cluster of its own: one worker with ``threads`` threads in this process (so a
+    task can tell the test it runs), its scheduler on loopback."""
     HELD.clear()
     RELEASE.clear()
     cluster = distributed.LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+        n_workers=1, threads_per_worker=threads, processes=False, protocol="tcp://",
         host="127.0.0.1", dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
     )
     try:
@@ -493,6 +493,13 @@ def doomed() -> Iterator[Any]:
         # Closing asks the scheduler, which may be gone: do not wait 30 s for it.
         with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
             cluster.close()
+
+
+@pytest.fixture
+def doomed() -> Iterator[Any]:
+    """A cluster of its own for a test that stops its scheduler (one worker thread)."""
+    with in_process(1) as cluster:
+        yield cluster
 
 
 def once_held(action: Callable[[], object]) -> threading.Thread:
@@ -578,3 +585,60 @@ def test_a_client_closed_by_its_owner_mid_run_fails_the_attempts(doomed: Any) ->
         client.close()
     assert_lost(states["held"], "the Dask client was closed during the run")
     assert states["after"].status is Status.UPSTREAM_FAILED
+
+
+def test_a_client_closed_before_the_run_fails_the_attempts(doomed: Any) -> None:
+    client = distributed.Client(doomed, set_as_default=False)
+    client.close()
+    states = lost_run(chain_on_hold(), executor=client.get_executor())
+    assert_lost(states["held"], "the Dask client was closed before the run started")
+    assert states["after"].status is Status.UPSTREAM_FAILED
+    assert not HELD.is_set()  # nothing was sent
+
+
+def test_a_backfill_on_a_closed_client_fails_each_partition(doomed: Any) -> None:
+    client = distributed.Client(doomed, set_as_default=False)
+    client.close()
+    echo = Task(const, name="echo", retries=2)
+    result = bounded(lambda: DAG([echo]).backfill([{"value": 1}, {"value": 2}], parallel=2,
+                                                  executor=client.get_executor()), 60)
+    assert result.counts == {"failed": 2}
+    for partition in result.results:
+        assert partition.run is not None
+        assert_lost(partition.run.states["echo"], "closed before the run started")
+
+
+class CancelOnFailure:
+    """A hook that cancels ``arun`` when a task fails, after the scheduler last
+    checked for a cancellation and before it waits for the calls still running."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.run: asyncio.Future[Any] | None = None
+
+    def on_task_failure(self, run: Any, state: Any) -> None:
+        loop, awaited = self.loop, self.run
+        assert loop is not None and awaited is not None
+        loop.call_soon_threadsafe(awaited.cancel)
+        # Once two more rounds of the loop have run, arun has stopped the run.
+        for _ in range(2):
+            asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(30)
+
+
+def test_arun_cancelled_while_the_run_waits_for_dask_stops_at_once() -> None:
+    held = Task(hold, name="held")
+    slow = Task(hold, name="slow", timeout=0.5)  # its time-out fails it while held runs
+    hook = CancelOnFailure()
+
+    async def cancelled() -> None:
+        hook.loop = asyncio.get_running_loop()
+        hook.run = asyncio.ensure_future(
+            DAG([held, slow]).arun(executor=client.get_executor(), hooks=[hook],
+                                   fail_fast=False))
+        with pytest.raises(asyncio.CancelledError):
+            await hook.run
+
+    with in_process(2) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        # Before, the run waited for "held" (a minute) before it saw the cancellation.
+        bounded(lambda: asyncio.run(cancelled()), 30)
+        assert HELD.is_set()

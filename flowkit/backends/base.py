@@ -164,10 +164,11 @@ class Inbox:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Call] = queue.SimpleQueue()
         self.put = self._queue.put
-        self.wakes = 0  # how many times wake() was called: a collect that returns [] can tell why
+        # Wakes collect() has taken, counted by the collecting thread alone: a collect
+        # that returns [] can tell a wake (given before it or during it) from a timeout.
+        self.woken = 0
 
     def wake(self) -> None:
-        self.wakes += 1
         self._queue.put(self._WAKE)
 
     def collect(self, timeout: float | None) -> list[Call]:
@@ -177,7 +178,11 @@ class Inbox:
             first = get(timeout=timeout) if timeout is None or timeout > 0 else get(block=False)
         except queue.Empty:
             return []
-        ended = [] if first is self._WAKE else [first]
+        if first is self._WAKE:
+            self.woken += 1
+            ended = []
+        else:
+            ended = [first]
         while True:
             try:
                 more = get(block=False)
@@ -185,6 +190,8 @@ class Inbox:
                 return ended
             if more is not self._WAKE:
                 ended.append(more)
+            else:
+                self.woken += 1
 
 
 def timeout_error(task_name: str, timeout: float, note: str) -> TaskTimeoutError:

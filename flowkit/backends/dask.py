@@ -166,7 +166,8 @@ WATCH_SECONDS = 0.5
 """How often a collect that waits checks that the Dask client still runs: when its
 scheduler is gone, Dask may never settle a call sent meanwhile."""
 
-_LOST_STATUSES = frozenset({"connecting", "closing", "closed", "failed"})
+_CLOSED_STATUSES = frozenset({"closing", "closed", "failed"})
+_LOST_STATUSES = _CLOSED_STATUSES | {"connecting"}
 _LOST_TODO = (
     "The results held on the cluster are lost with it: start the scheduler again (or pass a "
     "running client) and run the DAG again (with a state and resume=True, the tasks whose "
@@ -292,7 +293,20 @@ class DaskBackend(Backend):
         self._store_all = False
         self._address = getattr(client.scheduler, "address", None) or "its address"
         self._lost: str | None = None  # why the client can run nothing more
-        client.subscribe_topic(self._topic, self._on_event)
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        """Hear each attempt's timing from the workers; a client closed before the
+        run cannot be asked, and every call fails as for a client lost later."""
+        status = self.client.status
+        if status in _CLOSED_STATUSES:
+            self._lost = f"the Dask client was closed before the run started (its status: {status})"
+            return
+        try:
+            self.client.subscribe_topic(self._topic, self._on_event)
+        except Exception:
+            if not self._gone():  # not closed meanwhile: something else went wrong
+                raise
 
     def attach(self, state: Any) -> None:
         self._state = state
@@ -516,10 +530,10 @@ class DaskBackend(Backend):
         inbox, left = self.inbox, timeout
         while True:
             self._watch()
-            wakes = inbox.wakes
+            woken = inbox.woken
             step = WATCH_SECONDS if left is None else min(left, WATCH_SECONDS)
             ended = inbox.collect(step)
-            if ended or inbox.wakes != wakes or (left is not None and left <= step):
+            if ended or inbox.woken != woken or (left is not None and left <= step):
                 return ended  # something ended, wake() was called, or the time is up
             left = None if left is None else left - step
 
