@@ -464,6 +464,36 @@ def test_the_command_sends_a_workflow_file_by_value_and_forgets_it_after(
     assert "by_value_flow" not in sys.modules
 
 
+def test_a_task_of_a_package_registered_by_value_travels_by_value(
+    client: Any, tmp_path: Path
+) -> None:
+    # cloudpickle sends a registered package's submodules by value too; the
+    # cluster's workers started before the package's directory went on sys.path.
+    cloudpickle = pytest.importorskip("cloudpickle")
+    package = tmp_path / "by_value_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "steps.py").write_text(
+        "import os\n\n\ndef where() -> int:\n    return os.getpid()\n\n\n"
+        "def always(*_: object) -> bool:\n    return True\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import by_value_pkg.steps  # type: ignore[import-not-found]
+
+        cloudpickle.register_pickle_by_value(by_value_pkg)
+        try:
+            where = Task(by_value_pkg.steps.where, name="where", when=by_value_pkg.steps.always)
+            result = DAG([where]).run(executor=client.get_executor())
+        finally:
+            cloudpickle.unregister_pickle_by_value(by_value_pkg)
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in ("by_value_pkg.steps", "by_value_pkg"):
+            sys.modules.pop(name, None)
+    assert result["where"] in worker_pids(client)
+
+
 # --- a scheduler or client lost during the run ------------------------------------------
 
 HELD = threading.Event()  # set by hold(), which runs in this process (processes=False)

@@ -67,22 +67,33 @@ class Shipped(NamedTuple):
 
 def shipped(task: Task[..., Any]) -> Shipped:
     """What to send for ``task``: by name where the workers can import it, else by value."""
-    by_value = {"__main__", *_cloudpickle().list_registry_pickle_by_value()}
+    registered = tuple(_cloudpickle().list_registry_pickle_by_value())
     plain: Callable[..., Any] = task
     while isinstance(plain, Task):  # a mapped task wraps its template, which wraps the function
         plain = plain.fn
-    if getattr(plain, "__module__", None) in by_value:
+    if _by_value(plain, registered):
         fn: Callable[..., Any] = ByValue(plain)
     else:
         fn = sendable_callable(task, check_pickle=False)
     options = task.options
-    return Shipped(fn, _as_needed(options.when, by_value), _as_needed(options.cache_key, by_value))
+    return Shipped(fn, _as_needed(options.when, registered),
+                   _as_needed(options.cache_key, registered))
 
 
-def _as_needed(fn: Callable[..., Any] | None, by_value: set[str]) -> Callable[..., Any] | None:
-    if fn is not None and getattr(fn, "__module__", None) in by_value:
-        return ByValue(fn)
-    return fn
+def _as_needed(fn: Callable[..., Any] | None,
+               registered: tuple[str, ...]) -> Callable[..., Any] | None:
+    return ByValue(fn) if fn is not None and _by_value(fn, registered) else fn
+
+
+def _by_value(fn: Callable[..., Any], registered: tuple[str, ...]) -> bool:
+    """True when ``fn``'s module is ``__main__`` or registered by value, itself or
+    as part of a registered package (as cloudpickle counts it)."""
+    module = getattr(fn, "__module__", None)
+    if not isinstance(module, str):
+        return False
+    return module == "__main__" or any(
+        module == name or module.startswith(f"{name}.") for name in registered
+    )
 
 
 def ship_by_value(module: ModuleType) -> Callable[[], None]:
