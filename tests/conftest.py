@@ -44,16 +44,20 @@ def dask_cluster() -> Iterator[Any]:
     )
     import dask
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken
-            silence_logs=logging.CRITICAL,
-        )
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+    # The cluster closes the nanny of a killed worker that is not back within
+    # lost-worker-timeout (read when the worker is lost, so set while the cluster
+    # lives): on a busy machine a worker process takes longer than its 15 s to start.
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "300s"}):
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            cluster = distributed.LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken
+                silence_logs=logging.CRITICAL,
+            )
+        try:
+            yield cluster
+        finally:
+            cluster.close()
