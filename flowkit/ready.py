@@ -120,7 +120,7 @@ class StartQueue:
 
     __slots__ = (
         "_buckets", "_dag_name", "_graph", "_history", "_keys", "_level", "_told",
-        "_waiting_for_pool",
+        "_uniform", "_waiting_for_pool",
         "capacity", "durations", "free", "index", "pooled",
     )
 
@@ -139,6 +139,7 @@ class StartQueue:
         self._keys: list[tuple[int, int]] = []
         self._waiting_for_pool: dict[str, list[tuple[tuple[int, int], int]]] = {}
         self._told: set[int] = set()  # tasks waiting for a pool whose wait was reported
+        self._uniform: bool | None = None  # every task has the same priority (None: not asked)
 
     def __bool__(self) -> bool:
         return bool(self._keys)
@@ -195,14 +196,21 @@ class StartQueue:
         ``on_wait(task, pool)`` is told the first time it does.
         """
         keys, buckets = self._keys, self._buckets
-        if len(keys) == 1 and not self.pooled:
-            # One key (a fan-out's branches): no task can overtake another, so
-            # hand them all over and keep the workers fed.
+        room = self.capacity - running if self.capacity is not None else -1  # -1: no limit
+        if len(keys) == 1 and not self.pooled and (
+            room < 0 or len(buckets[keys[0]]) <= room or (not running and self._same_priority())
+        ):
+            # One key (a fan-out's branches) and room for all of it, or nothing
+            # running: then every task that becomes ready later descends from
+            # one of these and has a shorter path, so none could start before
+            # them; handing them all over keeps the workers fed. Otherwise the
+            # rest wait here, where a task that becomes ready later with a
+            # higher priority or a longer path still starts first (in the
+            # backend's queue it could not).
             bucket = buckets.popitem()[1]
             keys.clear()
             bucket.sort()
             return bucket
-        room = self.capacity - running if self.capacity is not None else -1  # -1: no limit
         started: list[int] = []
         while keys and room != 0:
             key = keys[0]
@@ -216,6 +224,11 @@ class StartQueue:
             started.append(i)
             room -= 1
         return started
+
+    def _same_priority(self) -> bool:
+        if self._uniform is None:  # once per run, and only if asked
+            self._uniform = len({t.options.priority for t in self._graph.tasks}) == 1
+        return self._uniform
 
     def _take_slots(
         self, i: int, key: tuple[int, int], task: Task[..., Any],

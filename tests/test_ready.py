@@ -236,3 +236,46 @@ def test_cli_pool_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "--pool db=N" in capsys.readouterr().err
     assert main(["run", str(path), "--pool", "db=none"]) == 2
     assert "NAME=SLOTS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("executor", ["sync", "thread"])
+def test_a_task_ready_later_overtakes_tied_tasks_that_have_not_started(executor: str) -> None:
+    # x1..x3 tie (one key) and only one may run at a time: the others wait in
+    # the start queue, not in the executor's, so "urgent", ready once x1 ends,
+    # still starts before x2 and x3.
+    root = make("root")
+    xs = [make(f"x{k}") for k in (1, 2, 3)]
+    urgent, y2, y3 = make("urgent", priority=5), make("y2"), make("y3")
+    root >> xs
+    xs[0] >> urgent  # each x leads a path of 2: they tie
+    xs[1] >> y2
+    xs[2] >> y3
+    hook = StartOrder()
+    dag = DAG()
+    result = dag.run(executor=executor, max_workers=1, hooks=[hook])
+    assert hook.order == ["root", "x1", "urgent", "x2", "x3", "y2", "y3"]
+    assert result.start_order == hook.order
+    assert dag.plan().order == hook.order
+
+
+def test_a_longer_path_ready_later_overtakes_tied_tasks_that_have_not_started() -> None:
+    # Two workers. "long" and "a1" start first; when a1 ends, a2..a4 tie and
+    # only a2 has a worker: a3 and a4 wait in the start queue, so "l2" (a path
+    # of 2), ready once "long" ends (after a2 started), starts before them.
+    a2_started, l2_started = threading.Event(), threading.Event()
+    long = Task(lambda: a2_started.wait(10), name="long")
+    l2 = Task(lambda _: l2_started.set(), name="l2")
+    l3 = make("l3")
+    a1 = make("a1")
+
+    def busy_until_l2_started() -> None:
+        a2_started.set()
+        l2_started.wait(10)
+
+    a2 = Task(busy_until_l2_started, name="a2")
+    a3, a4 = make("a3"), make("a4")
+    long >> l2 >> l3
+    hook = StartOrder()
+    DAG([long, a1, a2, a3, a4, l3]).run(executor="thread", max_workers=2, hooks=[hook])
+    assert hook.order[:2] == ["long", "a1"]
+    assert hook.order.index("l2") < min(hook.order.index("a3"), hook.order.index("a4"))
