@@ -202,8 +202,9 @@ class StartQueue:
         ):
             # One key (a fan-out's branches) and room for all of it, or nothing
             # running: then every task that becomes ready later descends from
-            # one of these and has a shorter path, so none could start before
-            # them; handing them all over keeps the workers fed. Otherwise the
+            # one of these and has a shorter path (a retry waiting for its
+            # delay aside), so none could start before them; handing them all
+            # over keeps the workers fed. Otherwise the
             # rest wait here, where a task that becomes ready later with a
             # higher priority or a longer path still starts first (in the
             # backend's queue it could not).
