@@ -14,6 +14,8 @@ system alike.
     python benchmarks/overhead.py --quick --targets
     python benchmarks/overhead.py --targets --json overhead.json
     python benchmarks/overhead.py --profile flowkit-sync:fanout:10000
+    python benchmarks/overhead.py --sizes 10000,100000,1000000 --shapes chain,fanout \
+        --systems plain,flowkit-sync,flowkit-thread --repeat 1 --extras memory,scaling --targets
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from types import FrameType
 from typing import Any
 
 import flowkit
+from benchmarks._memory import PeakRSS
 from benchmarks._shapes import SHAPES, Spec, make_spec
 from benchmarks._systems import (
     BASELINES,
@@ -64,7 +67,13 @@ from benchmarks._systems import (
 DEFAULT_SIZES = (1_000, 10_000, 100_000)
 BIG = 10_000  # larger sizes run only for the systems below, unless --full
 BIG_SYSTEMS = ("plain", "flowkit-sync")  # chain and fan-out (the scaling table)
-BIG_FANOUT_SYSTEMS = ("graphlib-thread", "flowkit-thread")  # fan-out only, not with --quick
+# Fan-out only, not with --quick; chain and fan-out when named in --systems.
+BIG_THREAD_SYSTEMS = ("graphlib-thread", "flowkit-thread")
+SCALING_SYSTEMS = ("flowkit-sync", "flowkit-thread")  # the scaling table's rows
+SCALING_BASE = 10_000  # the scaling table divides by the per-task cost at this size
+MILLION = 1_000_000
+TRACEMALLOC_MAX = BIG  # above: the peak resident set of a child process (tracemalloc is slow)
+TIMEOUT_PER_TASK = 120.0 / 100_000  # the default --cell-timeout: 120 s per 100,000 tasks
 PROCESS_SYSTEMS = ("graphlib-process", "flowkit-process")
 PROCESS_MAX = 1_000  # process pools are slow: larger sizes only with --full
 DASK_SYSTEMS = ("dask-sync", "dask-threads")
@@ -145,6 +154,13 @@ def measure(system: System, spec: Spec, *, no_gc: bool, timeout: float) -> tuple
     return t1 - t0, t2 - t1
 
 
+def cell_timeout(args: argparse.Namespace, tasks: int) -> float:
+    """``--cell-timeout``, or by default 120 s per 100,000 tasks (at least 120 s)."""
+    if args.cell_timeout is not None:
+        return float(args.cell_timeout)
+    return max(120.0, tasks * TIMEOUT_PER_TASK)
+
+
 def peak_memory(system: System, spec: Spec) -> float:
     """Peak bytes traced by ``tracemalloc`` while building and running, per task."""
     gc.collect()
@@ -158,6 +174,48 @@ def peak_memory(system: System, spec: Spec) -> float:
         tracemalloc.stop()
     system.check(spec, result)
     return peak / spec.tasks
+
+
+def peak_rss(key: str, spec: Spec, args: argparse.Namespace) -> float:
+    """Peak resident-set growth per task of a fresh child process over build + run.
+
+    For sizes where tracemalloc would take minutes: the child makes the graph
+    and warms up first, so only building and running it is counted.
+    """
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--seed",
+        str(args.seed),
+        "--memory-child",
+        f"{key}:{spec.shape}:{spec.size}",
+    ]
+    timeout = cell_timeout(args, spec.tasks)
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout or None, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise CellTimeout(f"timed out after {timeout:g}s") from None
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise RuntimeError(f"child process: {lines[-1]}")
+    return float(json.loads(done.stdout)["bytes_per_task"])
+
+
+def memory_child(what: str, seed: int) -> None:
+    """In the child of :func:`peak_rss`: print the peak RSS growth per task as JSON."""
+    key, shape, size_text = what.split(":")
+    system, size = SYSTEMS[key], int(size_text)
+    spec = make_spec(shape, size, seed)
+    small = make_spec(shape, min(size, 1_000), seed)
+    system.check(small, system.build(small)())  # imports, first calls, pools
+    del small
+    gc.collect()
+    with PeakRSS() as peak:
+        result = system.build(spec)()
+    system.check(spec, result)
+    print(json.dumps({"bytes_per_task": peak.growth / spec.tasks}))
 
 
 def describe(exc: BaseException) -> str:
@@ -205,6 +263,17 @@ class Cell:
         if self.error or not self.run:
             return None
         return summary(self.samples(run_only=True))
+
+    def build_us(self) -> float | None:
+        """The build step alone per task in µs, the ``STAT`` of the repeats."""
+        if self.error or not self.build:
+            return None
+        return summary([b / self.tasks * 1e6 for b in self.build])
+
+    def total_s(self) -> float | None:
+        """Build + run of the whole graph in seconds, the ``STAT`` of the repeats."""
+        value = self.total_us()
+        return None if value is None else value * self.tasks / 1e6
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -255,7 +324,10 @@ def measure_cells(
                         variant.setup()
                     try:
                         build, run = measure(
-                            systems[key], spec, no_gc=args.no_gc, timeout=args.cell_timeout
+                            systems[key],
+                            spec,
+                            no_gc=args.no_gc,
+                            timeout=cell_timeout(args, spec.tasks),
                         )
                     finally:
                         if variant:
@@ -283,9 +355,12 @@ def wanted(key: str, shape: str, size: int, args: argparse.Namespace) -> bool:
     if key in DASK_SYSTEMS and size > DASK_MAX and shape != "fanout":
         return False
     if size > BIG:
+        if shape not in ("chain", "fanout"):
+            return False
         if key in BIG_SYSTEMS:
-            return shape in ("chain", "fanout")
-        return key in BIG_FANOUT_SYSTEMS and shape == "fanout" and not args.quick
+            return True
+        named = key in BIG_THREAD_SYSTEMS and key in args.named_systems
+        return named or (key in BIG_THREAD_SYSTEMS and shape == "fanout" and not args.quick)
     return True
 
 
@@ -424,23 +499,22 @@ def memory_pass(
     specs: Specs,
     extras: Extras,
 ) -> str:
-    """Peak traced bytes per task, once per system, shape and size (not timed)."""
+    """Peak bytes per task, once per system, shape and size (not timed).
+
+    Up to ``TRACEMALLOC_MAX`` tasks: traced by tracemalloc; above, the peak
+    resident set of a child process (its column says ``RSS``).
+    """
     chosen = [k for k in MEMORY_SYSTEMS if k in keys]
-    if not args.full:  # tracemalloc is slow: the largest sizes only with --full
-        sizes = [n for n in sizes if n <= BIG]
     for shape in shapes:
         for size in sizes:
             for key in chosen:
-                if not wanted(key, shape, size, args):
-                    continue
-                try:
-                    with deadline(args.cell_timeout):
-                        extras.memory[(key, shape, size)] = peak_memory(
-                            SYSTEMS[key], specs(shape, size)
-                        )
-                except Exception as exc:
-                    extras.memory[(key, shape, size)] = describe(exc)
-    header = ["system", "shape", *(f"{n:,}" for n in sizes)]
+                if wanted(key, shape, size, args):
+                    measure_memory(key, specs(shape, size), args, extras)
+    header = [
+        "system",
+        "shape",
+        *(f"{n:,}" + (" (RSS)" if n > TRACEMALLOC_MAX else "") for n in sizes),
+    ]
     rows = []
     for shape in shapes:
         for key in chosen:
@@ -455,6 +529,24 @@ def memory_pass(
                     [f"{SYSTEMS[key].label} ÷ graphlib+TPE", shape, *(fmt_ratio(r) for r in ratios)]
                 )
     return table(header, rows, right=2)
+
+
+def measure_memory(key: str, spec: Spec, args: argparse.Namespace, extras: Extras) -> None:
+    """Record ``key``'s peak bytes per task on ``spec`` (or the error) in ``extras``."""
+    where = (key, spec.shape, spec.size)
+    started = time.perf_counter()
+    try:
+        if spec.size > TRACEMALLOC_MAX:
+            extras.memory[where] = peak_rss(key, spec, args)
+        else:
+            with deadline(cell_timeout(args, spec.tasks)):
+                extras.memory[where] = peak_memory(SYSTEMS[key], spec)
+    except Exception as exc:
+        extras.memory[where] = describe(exc)
+        warn(f"  memory {key} {spec.shape} {spec.size:,}: {extras.memory[where]}")
+        return
+    if spec.size > BIG:
+        warn(f"  memory {key} {spec.shape} {spec.size:,}: {time.perf_counter() - started:.1f}s")
 
 
 def _fmt_bytes(value: float | str | None) -> str:
@@ -613,42 +705,75 @@ def map_table(args: argparse.Namespace, specs: Specs, extras: Extras) -> str:
     return text
 
 
-def scaling_rows(cells: dict[Key, Cell]) -> list[dict[str, Any]]:
-    """flowkit sync per-task cost at 100,000 ÷ at 10,000, per shape."""
+def scaling_rows(cells: dict[Key, Cell], sizes: Sequence[int]) -> list[dict[str, Any]]:
+    """flowkit per-task cost at each size above 10,000 ÷ at 10,000, per system and shape."""
     rows = []
-    for shape in SHAPES:
-        small = cells.get(("flowkit-sync", shape, 10_000))
-        large = cells.get(("flowkit-sync", shape, 100_000))
-        if small is None or large is None:
-            continue
-        rows.append(
-            {
-                "shape": shape,
-                "total_10k": small.total_us(),
-                "total_100k": large.total_us(),
-                "ratio_total": paired(large, small),
-                "ratio_run": paired(large, small, run_only=True),
-            }
-        )
+    for key in SCALING_SYSTEMS:
+        for shape in ("chain", "fanout"):
+            small = cells.get((key, shape, SCALING_BASE))
+            if small is None:
+                continue
+            for size in sorted(n for n in sizes if n > SCALING_BASE):
+                large = cells.get((key, shape, size))
+                if large is None:
+                    continue
+                rows.append(
+                    {
+                        "system": key,
+                        "shape": shape,
+                        "size": size,
+                        "total_base": small.total_us(),
+                        "total": large.total_us(),
+                        "build": large.build_us(),
+                        "run": large.run_us(),
+                        "ratio_total": paired(large, small),
+                        "ratio_run": paired(large, small, run_only=True),
+                        "error": large.error or small.error,
+                    }
+                )
     return rows
+
+
+def scaling_ratio(rows: list[dict[str, Any]], key: str, shape: str, size: int) -> float | None:
+    """The total ratio of one scaling row, None if it was not measured."""
+    for row in rows:
+        if (row["system"], row["shape"], row["size"]) == (key, shape, size):
+            return row["ratio_total"]  # type: ignore[no-any-return]
+    return None
 
 
 def scaling_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
-        return f"not measured (needs flowkit sync at 10,000 and 100,000; {NOT_RUN})"
-    return table(
-        ["shape", "10,000 µs/task", "100,000 µs/task", "ratio total", "ratio run only"],
+        return (
+            f"not measured (needs flowkit sync or thread at {SCALING_BASE:,} and at a larger "
+            f"size, chain or fan-out; {NOT_RUN})"
+        )
+    header = [
+        "system",
+        "shape",
+        "N",
+        f"{SCALING_BASE:,} µs/task",
+        "N µs/task",
+        "N build µs/task",
+        "N run µs/task",
+        "ratio total",
+        "ratio run only",
+    ]
+    body = [
         [
-            [
-                r["shape"],
-                fmt_us(r["total_10k"]),
-                fmt_us(r["total_100k"]),
-                fmt_ratio(r["ratio_total"]),
-                fmt_ratio(r["ratio_run"]),
-            ]
-            for r in rows
-        ],
-    )
+            SYSTEMS[r["system"]].label,
+            SHAPE_NAMES[r["shape"]],
+            f"{r['size']:,}",
+            fmt_us(r["total_base"]),
+            r["error"] or fmt_us(r["total"]),
+            fmt_us(r["build"]),
+            fmt_us(r["run"]),
+            fmt_ratio(r["ratio_total"]),
+            fmt_ratio(r["ratio_run"]),
+        ]
+        for r in rows
+    ]
+    return table(header, body, right=2)
 
 
 # --- targets -----------------------------------------------------------------------------
@@ -659,7 +784,7 @@ class Target:
     text: str
     measured: float | None
     limit: float
-    unit: str  # "x" (a ratio) or "µs"
+    unit: str  # "x" (a ratio), "µs", "s" or "B" (bytes)
     higher_is_better: bool = False
     note: str = ""
 
@@ -673,7 +798,11 @@ class Target:
     def figure(self) -> str:
         if self.measured is None:
             return self.note or "not measured"
-        return fmt_ratio(self.measured) if self.unit == "x" else f"{fmt_us(self.measured)} µs"
+        if self.unit == "x":
+            return fmt_ratio(self.measured)
+        if self.unit == "B":
+            return f"{self.measured:,.0f} B"
+        return f"{fmt_us(self.measured)} {self.unit}"
 
 
 def targets(
@@ -724,12 +853,11 @@ def targets(
             "x",
         )
     )
-    by_shape = {r["shape"]: r for r in scaling}
     for shape in ("fanout", "chain"):
         found.append(
             Target(
                 f"flowkit sync {SHAPE_NAMES[shape]}: per-task cost at 100,000 ≤ 1.3x at 10,000",
-                by_shape.get(shape, {}).get("ratio_total"),
+                scaling_ratio(scaling, "flowkit-sync", shape, 100_000),
                 1.3,
                 "x",
             )
@@ -782,6 +910,55 @@ def targets(
                 3.0,
                 "x",
                 note="not measured",
+            )
+        )
+    return found + million_targets(cells, extras, scaling)
+
+
+def million_targets(
+    cells: dict[Key, Cell], extras: Extras, scaling: list[dict[str, Any]]
+) -> list[Target]:
+    """The targets of a million tasks on one machine: scaling, time, memory."""
+    found = [
+        Target(
+            f"{SYSTEMS[key].label} {SHAPE_NAMES[shape]}: per-task cost at 1,000,000 "
+            f"≤ 1.15x at {SCALING_BASE:,}",
+            scaling_ratio(scaling, key, shape, MILLION),
+            1.15,
+            "x",
+        )
+        for key in SCALING_SYSTEMS
+        for shape in ("chain", "fanout")
+    ]
+    million = cells.get(("flowkit-sync", "fanout", MILLION))
+    found.append(
+        Target(
+            "flowkit sync fan-out of 1,000,000 tasks built and run in ≤ 10 s",
+            million.total_s() if million else None,
+            10.0,
+            "s",
+            note=(million.error or "") if million else "",
+        )
+    )
+    for shape in ("chain", "fanout"):
+        bytes_ = extras.memory.get(("flowkit-sync", shape, MILLION))
+        found.append(
+            Target(
+                f"peak memory per task, flowkit sync {SHAPE_NAMES[shape]} 1,000,000 ≤ 600 bytes",
+                bytes_ if isinstance(bytes_, float) else None,
+                600.0,
+                "B",
+                note=bytes_ if isinstance(bytes_, str) else "",
+            )
+        )
+    for shape in ("chain", "fanout", "random"):
+        found.append(
+            Target(
+                f"peak memory per task, flowkit sync {SHAPE_NAMES[shape]} {BIG:,} "
+                "≤ 1.5x graphlib+TPE",
+                _memory_ratio(extras, "flowkit-sync", shape, BIG),
+                1.5,
+                "x",
             )
         )
     return found
@@ -981,7 +1158,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "installed. Prints Markdown tables of µs per task.",
         epilog="By default sizes above 10,000 run only for plain calls and flowkit sync "
         "(chain and fan-out) and for flowkit thread and graphlib + ThreadPoolExecutor "
-        "(fan-out, not with --quick); "
+        "(fan-out, not with --quick; chain and fan-out when named in --systems); "
         "process pools run at 1,000 only, and Dask runs the fan-out only above 1,000 (building "
         "a chain of delayed objects is O(N) per task); --full lifts these limits.",
     )
@@ -1000,7 +1177,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--systems",
         type=parse_list(list(SYSTEMS)),
-        default=list(SYSTEMS),
+        default=None,
         help=f"comma-separated systems (default: all): {','.join(SYSTEMS)}",
     )
     parser.add_argument(
@@ -1013,8 +1190,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     mode.add_argument(
         "--quick",
         action="store_true",
-        help="3 repeats; above 10,000 only plain calls and flowkit sync, chain and fan-out "
-        "(about a minute)",
+        help="3 repeats; above 10,000 only plain calls and flowkit sync, chain and fan-out, "
+        "and the systems named in --systems (about a minute)",
     )
     mode.add_argument(
         "--full",
@@ -1054,10 +1231,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cell-timeout",
         type=float,
-        default=120.0,
+        default=None,
         metavar="SECONDS",
-        help="give up on a system for a graph after this long (default 120; 0: never)",
+        help="give up on a system for a graph after this long (default 120 s per 100,000 "
+        "tasks, at least 120; 0: never)",
     )
+    parser.add_argument("--memory-child", help=argparse.SUPPRESS)  # see peak_rss()
     parser.add_argument(
         "--profile",
         metavar="SYSTEM:SHAPE:N",
@@ -1084,11 +1263,57 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--repeat must be at least 1")
     if args.sizes is None:
         args.sizes = list(DEFAULT_SIZES)
+    args.named_systems = list(args.systems or ())
+    if args.systems is None:
+        args.systems = list(SYSTEMS)
     if "none" in args.extras:
         args.extras = []
     if args.dask_optimize:
         DASK_COMPUTE.pop("optimize_graph", None)
     return args
+
+
+def extra_sections(
+    args: argparse.Namespace,
+    sizes: Sequence[int],
+    keys: Sequence[str],
+    specs: Specs,
+    extras: Extras,
+    scaling: list[dict[str, Any]],
+) -> list[str]:
+    """The extra tables asked for with ``--extras``, as Markdown lines."""
+    sections: list[str] = []
+    if "memory" in args.extras:
+        warn("memory (not timed)...")
+        phase = time.perf_counter()
+        sections += [
+            "## peak memory per task",
+            "",
+            "Peak bytes of build + run ÷ tasks (one untimed pass): traced by "
+            f"tracemalloc up to {TRACEMALLOC_MAX:,} tasks; above (columns marked RSS), "
+            "tracemalloc slows a run several-fold, so the figure is the peak resident-set "
+            "growth of a child process that builds and runs the graph after a warm-up "
+            "(it includes the allocator's own overhead, which tracemalloc does not see).",
+            "",
+            memory_pass(args.shapes, sizes, keys, args, specs, extras),
+            "",
+        ]
+        warn(f"  {time.perf_counter() - phase:.1f}s")
+    # The timed extra tables: (name, heading, how to make the table).
+    timed_extras: list[tuple[str, str, Callable[[], str]]] = [
+        ("logging", f"logging: flowkit thread, fan-out {EXTRA_SIZE:,}",
+         lambda: logging_table(args, specs, extras)),
+        ("state", f"state: flowkit sync, fan-out {EXTRA_SIZE:,}",
+         lambda: state_table(args, specs, extras)),
+        ("map", f"map: {EXTRA_SIZE:,} items mapped at run time vs the static fan-out",
+         lambda: map_table(args, specs, extras)),
+        ("scaling", f"scaling: flowkit, per-task cost at N ÷ at {SCALING_BASE:,}",
+         lambda: scaling_table(scaling)),
+    ]
+    for name, heading, make in timed_extras:
+        if name in args.extras:
+            sections += [f"## {heading}", "", make(), ""]
+    return sections
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1099,6 +1324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="replace")
     if args.profile:
         profile(args.profile, args.profile_top, args.profile_phase)
+        return 0
+    if args.memory_child:
+        memory_child(args.memory_child, args.seed)
         return 0
     began = time.perf_counter()
     info = machine()
@@ -1137,7 +1365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         SYSTEMS[key],
                         specs(shape, min(first, 1_000)),
                         no_gc=args.no_gc,
-                        timeout=args.cell_timeout,
+                        timeout=cell_timeout(args, 1_000),
                     )
     warn(f"  {time.perf_counter() - phase:.1f}s")
     warn(f"measuring {len(cells)} cells x {args.repeat} repeats...")
@@ -1167,36 +1395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join(out), flush=True)
 
     extras = Extras()
-    scaling = scaling_rows(cells)
+    scaling = scaling_rows(cells, sizes)
     if not interrupted:
-        sections = []
-        if "memory" in args.extras:
-            warn("memory (tracemalloc, not timed)...")
-            phase = time.perf_counter()
-            sections += [
-                "## peak memory per task",
-                "",
-                "Bytes traced by tracemalloc at the peak of build + run, ÷ tasks "
-                "(one untimed pass).",
-                "",
-                memory_pass(args.shapes, sizes, keys, args, specs, extras),
-                "",
-            ]
-            warn(f"  {time.perf_counter() - phase:.1f}s")
-        # The timed extra tables: (name, heading, how to make the table).
-        timed_extras: list[tuple[str, str, Callable[[], str]]] = [
-            ("logging", f"logging: flowkit thread, fan-out {EXTRA_SIZE:,}",
-             lambda: logging_table(args, specs, extras)),
-            ("state", f"state: flowkit sync, fan-out {EXTRA_SIZE:,}",
-             lambda: state_table(args, specs, extras)),
-            ("map", f"map: {EXTRA_SIZE:,} items mapped at run time vs the static fan-out",
-             lambda: map_table(args, specs, extras)),
-            ("scaling", "scaling: flowkit sync, per-task cost at 100,000 ÷ at 10,000",
-             lambda: scaling_table(scaling)),
-        ]
-        for name, heading, make in timed_extras:
-            if name in args.extras:
-                sections += [f"## {heading}", "", make(), ""]
+        sections = extra_sections(args, sizes, keys, specs, extras, scaling)
         print("\n".join(sections), flush=True)
 
     found = targets(cells, sizes, extras, scaling)
@@ -1225,10 +1426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
             "skipped": skipped,
             "cells": [cell.as_json() for cell in cells.values()],
-            "memory_bytes_per_task": [
-                {"system": k, "shape": s, "size": n, "value": v}
-                for (k, s, n), v in extras.memory.items()
-            ],
+            "memory_bytes_per_task": _memory_json(extras),
             "logging": _extra_json(extras.logging),
             "state": _extra_json(extras.state),
             "scaling": scaling,
@@ -1242,6 +1440,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
         warn(f"raw figures written to {args.json}")
     return 0
+
+
+def _memory_json(extras: Extras) -> list[dict[str, Any]]:
+    return [
+        {
+            "system": k,
+            "shape": s,
+            "size": n,
+            "value": v,
+            "method": "rss" if n > TRACEMALLOC_MAX else "tracemalloc",
+        }
+        for (k, s, n), v in extras.memory.items()
+    ]
 
 
 def _extra_json(value: dict[str, Cell] | str | None) -> Any:
