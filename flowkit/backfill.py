@@ -503,22 +503,23 @@ def _parallel(
             results[n] = _one(dag, plans[n], hooks, options, handles[n])
 
     with cf.ThreadPoolExecutor(parallel, thread_name_prefix="flowkit-backfill") as pool:
-        futures = [pool.submit(work, n) for n in range(len(plans))]
-        try:
+        futures: list[cf.Future[None]] = []
+        try:  # Ctrl-C may come while partitions are still being queued
+            futures.extend(pool.submit(work, n) for n in range(len(plans)))
             for future in cf.as_completed(futures):
                 future.result()
         except KeyboardInterrupt:
             stop.set()
-            for future in futures:
-                future.cancel()
-            running = sum(not f.done() for f in futures)
-            logger.warning(
-                "interrupted: no new partition starts; waiting for the %d running (interrupt "
-                "again to stop them)", running,
-            )
-            try:
+            try:  # a second Ctrl-C from here on stops the running partitions
+                for future in futures:
+                    future.cancel()
+                running = sum(not f.done() for f in futures)
+                logger.warning(
+                    "interrupted: no new partition starts; waiting for the %d running "
+                    "(interrupt again to stop them)", running,
+                )
                 cf.wait(futures)
-            except KeyboardInterrupt:  # the second one: stop the running partitions
+            except KeyboardInterrupt:
                 for handle in handles:
                     handle.cancel()
                 cf.wait(futures)

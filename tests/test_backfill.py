@@ -6,11 +6,9 @@ import dataclasses
 import io
 import json
 import logging
-import os
 import signal
 import textwrap
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -506,14 +504,19 @@ def test_cli_backfill_types_values_by_annotation(
 def test_parallel_ctrl_c_lets_running_partitions_finish_and_a_second_stops_them() -> None:
     both = threading.Barrier(2, timeout=10)
     release = threading.Event()
+    noticed = _noticed_first_interrupt()
 
     @task
     def work(day: str) -> str:
         both.wait()
         if day == "2026-11-01":  # the first Ctrl-C: both partitions go on
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.3)
-            os.kill(os.getpid(), signal.SIGINT)  # the second: both are stopped
+            # To the main thread, as a terminal's Ctrl-C is handled: a signal sent
+            # to the process may land on this thread and wait for the main thread
+            # to wake up, into the next test.
+            main = threading.main_thread().ident or 0
+            signal.pthread_kill(main, signal.SIGINT)
+            noticed.wait(10)  # handled (however loaded the machine): now the second
+            signal.pthread_kill(main, signal.SIGINT)  # the second: both are stopped
         release.wait(10)
         return day
 
@@ -527,19 +530,42 @@ def test_parallel_ctrl_c_lets_running_partitions_finish_and_a_second_stops_them(
             DAG([work, beside], name="stop").backfill(DAYS[:3], parallel=2)
     finally:
         release.set()
+        noticed.stop()
     done: BackfillResult = info.value.result  # type: ignore[attr-defined]
     assert [r.status for r in done.results] == ["interrupted", "interrupted", "cancelled"]
     assert all(r.run is not None and r.run.interrupted for r in done.results[:2])
 
 
+class _Noticed(logging.Handler):
+    """Set once the backfill logs that it handled a first Ctrl-C."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.event = threading.Event()
+        self.logger = logging.getLogger("flowkit.backfill")
+        self.level_before = self.logger.level
+        self.logger.setLevel(logging.WARNING)  # whatever an earlier test left on "flowkit"
+        self.logger.addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "no new partition starts" in record.getMessage():
+            self.event.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self.event.wait(timeout)
+
+    def stop(self) -> None:
+        self.logger.removeHandler(self)
+        self.logger.setLevel(self.level_before)
+
+
+def _noticed_first_interrupt() -> _Noticed:
+    return _Noticed()
+
+
 def test_parallel_ctrl_c_once_waits_for_the_running_partitions() -> None:
     both = threading.Barrier(2, timeout=10)
-    noticed = threading.Event()
-
-    class Noticed(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if "no new partition starts" in record.getMessage():
-                noticed.set()
+    noticed = _noticed_first_interrupt()
 
     @task
     def work(day: str) -> str:
@@ -551,17 +577,11 @@ def test_parallel_ctrl_c_once_waits_for_the_running_partitions() -> None:
         noticed.wait(10)  # bounded: a missed log line only makes the test slow
         return day
 
-    watcher = Noticed(logging.WARNING)
-    logger = logging.getLogger("flowkit.backfill")
-    level = logger.level
-    logger.setLevel(logging.WARNING)  # whatever an earlier test left on "flowkit"
-    logger.addHandler(watcher)
     try:
         with pytest.raises(KeyboardInterrupt) as info:
             DAG([work], name="stop").backfill(DAYS[:3], parallel=2)
     finally:
-        logger.removeHandler(watcher)
-        logger.setLevel(level)
+        noticed.stop()
     done: BackfillResult = info.value.result  # type: ignore[attr-defined]
     assert [r.status for r in done.results] == ["success", "success", "cancelled"]
 
