@@ -21,6 +21,7 @@ import datetime as dt
 import itertools
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -487,6 +488,26 @@ def _one(
     return result
 
 
+def _queue_all(
+    pool: cf.ThreadPoolExecutor, work: Callable[[int], None], count: int,
+    into: list[cf.Future[None]],
+) -> None:
+    """Queue ``count`` partitions into ``into``, Ctrl-C held back until they all are.
+
+    Ctrl-C inside ``submit`` could leave a pool thread started that the pool
+    does not know of, and would not wait for; held back, it arrives just after.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    held = main and hasattr(signal, "pthread_sigmask")  # POSIX
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if held else None
+    try:
+        for n in range(count):
+            into.append(pool.submit(work, n))
+    finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _parallel(
     dag: DAG,
     plans: Sequence[_Plan],
@@ -504,8 +525,8 @@ def _parallel(
 
     with cf.ThreadPoolExecutor(parallel, thread_name_prefix="flowkit-backfill") as pool:
         futures: list[cf.Future[None]] = []
-        try:  # Ctrl-C may come while partitions are still being queued
-            futures.extend(pool.submit(work, n) for n in range(len(plans)))
+        try:
+            _queue_all(pool, work, len(plans), futures)
             for future in cf.as_completed(futures):
                 future.result()
         except KeyboardInterrupt:
