@@ -370,9 +370,7 @@ class HistoryIndex:
 
     def task(self, task: TaskEnd) -> None:
         """Add a task's record to its run (ignored once the run is forgotten)."""
-        run = self._runs.get(task.run_id)
-        if run is not None:
-            run.tasks[task.name] = tuple(task)
+        self.tasks((task,))
 
     def tasks(self, tasks: Iterable[TaskEnd]) -> None:
         """:meth:`task` for many records, typically of one run."""
@@ -453,13 +451,8 @@ class HistoryIndex:
 
     def durations(self, dag: str, runs: int) -> dict[str, float]:
         """:func:`medians` over the task records of the ``runs`` latest runs of ``dag``."""
-        found: dict[str, list[float]] = {}
-        for run_id in self._by_dag.get(dag, [])[-runs:]:
-            for record in self._runs[run_id].tasks.values():
-                # Plain tuples (see _Run): status and duration by position.
-                if record[2] == "success" and record[4] is not None:
-                    found.setdefault(record[1], []).append(record[4])
-        return {name: percentile(sorted(d), 50) for name, d in found.items()}
+        latest = self._by_dag.get(dag, [])[-runs:]
+        return medians(r for run_id in latest for r in self._runs[run_id].tasks.values())
 
     @staticmethod
     def _view(run: _Run, *, tasks: bool) -> HistoryRun:
@@ -547,12 +540,13 @@ def task_stats(records: Iterable[TaskEnd]) -> TaskStats:
     return TaskStats(count, failures, percentile(durations, 50), percentile(durations, 90))
 
 
-def medians(records: Iterable[TaskEnd]) -> dict[str, float]:
-    """Each task's median duration over its successful ``records``."""
+def medians(records: Iterable[Sequence[Any]]) -> dict[str, float]:
+    """Each task's median duration over its successful ``records``: :class:`TaskEnd`
+    records, or the plain tuples of their fields an index keeps (see ``_Run``)."""
     durations: dict[str, list[float]] = {}
-    for record in records:
-        if record.status == "success" and record.duration is not None:
-            durations.setdefault(record.name, []).append(record.duration)
+    for _, name, status, _, duration, *_ in records:
+        if status == "success" and duration is not None:
+            durations.setdefault(name, []).append(duration)
     return {name: percentile(sorted(found), 50) for name, found in durations.items()}
 
 
