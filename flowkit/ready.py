@@ -9,7 +9,8 @@ of starts is chosen, in one place:
 1. higher ``priority`` first;
 2. then the longer remaining path to the end of the DAG (the task's *bottom
    level*), each task weighted by its expected duration: the median recorded
-   in the state's run history (the DAG's five latest runs), else 1 — the critical path starts first;
+   in the state's run history (the DAG's five latest runs), else 1 — the
+   critical path starts first;
 3. then declaration order.
 
 Keeping tasks here rather than in a backend's queue is what makes the order
@@ -141,9 +142,6 @@ class StartQueue:
         self._told: set[int] = set()  # tasks waiting for a pool whose wait was reported
         self._uniform: bool | None = None  # every task has the same priority (None: not asked)
 
-    def __bool__(self) -> bool:
-        return bool(self._keys)
-
     def prepare(self) -> None:
         """Work out the critical path, once the run's state is known to be readable.
 
@@ -204,10 +202,10 @@ class StartQueue:
             # running: then every task that becomes ready later descends from
             # one of these and has a shorter path (a retry waiting for its
             # delay aside), so none could start before them; handing them all
-            # over keeps the workers fed. Otherwise the
-            # rest wait here, where a task that becomes ready later with a
-            # higher priority or a longer path still starts first (in the
-            # backend's queue it could not).
+            # over keeps the workers fed. Otherwise the rest wait here, where
+            # a task that becomes ready later with a higher priority or a
+            # longer path still starts first (in the backend's queue it could
+            # not).
             bucket = buckets.popitem()[1]
             keys.clear()
             bucket.sort()
