@@ -152,9 +152,9 @@ class Graph:
         """Each task's upstream task names, in declaration order (made on first use)."""
         if self._upstream_names is None:
             names = self.names
+            name_of = names.__getitem__  # map() with a C getter: no Python frame per edge
             self._upstream_names = {
-                name: tuple([names[u] for u in ups])
-                for name, ups in zip(names, self.up, strict=True)
+                name: tuple(map(name_of, ups)) for name, ups in zip(names, self.up, strict=True)
             }
         return self._upstream_names
 

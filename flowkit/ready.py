@@ -120,7 +120,7 @@ class StartQueue:
     """
 
     __slots__ = (
-        "_buckets", "_dag_name", "_graph", "_history", "_keys", "_level", "_told",
+        "_buckets", "_dag_name", "_direct", "_graph", "_history", "_keys", "_level", "_told",
         "_uniform", "_waiting_for_pool",
         "capacity", "durations", "free", "index", "pooled",
     )
@@ -135,6 +135,9 @@ class StartQueue:
         self.pooled = any(t.options.pool is not None for t in graph.tasks)
         self._graph, self._history, self._dag_name = graph, history, dag_name
         self._level: list[int] | None = None
+        # When no task can ever wait (see prepare), tasks simply start in the
+        # order they come: no keys, no heaps.
+        self._direct: list[int] | None = None
         self.durations: dict[str, float] = {}  # expected seconds per task, from history
         self._buckets: dict[tuple[int, int], list[int]] = {}
         self._keys: list[tuple[int, int]] = []
@@ -145,9 +148,13 @@ class StartQueue:
     def prepare(self) -> None:
         """Work out the critical path, once the run's state is known to be readable.
 
-        Ordering is worth its cost only where something can wait: a backend
-        with a bounded number of workers, or pools.
+        Ordering is worth its cost only where something can wait: pools, or
+        a backend with a bounded number of workers that more tasks could be
+        ready for at once.
         """
+        if not self.pooled and self.capacity is not None and self._never_crowded():
+            self._direct = []
+            return
         if self.capacity is not None or self.pooled:
             # The state's run history knows how long each task took (a state
             # without history weighs every task 1).
@@ -161,10 +168,25 @@ class StartQueue:
             self.durations = {k: v for k, v in weights.items() if 0 <= v < math.inf}
             self._level = bottom_levels(self._graph, self.durations)
 
+    def _never_crowded(self) -> bool:
+        """Whether never more tasks are ready at once than the backend has workers.
+
+        True when no task has two downstream tasks and there are no more roots
+        than workers: two tasks ready at once then share no upstream task, so
+        each descends from roots of its own. A chain is the common case.
+        """
+        graph = self._graph
+        assert self.capacity is not None
+        return (not graph.has_map and max(map(len, graph.down), default=0) <= 1
+                and graph.up.count(()) <= self.capacity)
+
     def push(self, i: int, task: Task[..., Any]) -> None:
         """Task ``i`` (an attempt of ``task``) may start once there is room."""
         # Once per attempt: one call, and one integer heap push when the key's
         # bucket exists (an item node ``i`` of a map has its map's level).
+        if self._direct is not None:
+            self._direct.append(i)
+            return
         level = self._level[self.index[task.name]] if self._level is not None else 0
         key = (-task.options.priority, -level)
         bucket = self._buckets.get(key)
@@ -182,6 +204,8 @@ class StartQueue:
 
     def can_take(self, running: int) -> bool:
         """Whether :meth:`take` would start something now."""
+        if self._direct:
+            return True
         return bool(self._keys) and (self.capacity is None or running < self.capacity)
 
     def take(
@@ -193,6 +217,10 @@ class StartQueue:
         (without holding up the others) until :meth:`release` frees a slot;
         ``on_wait(task, pool)`` is told the first time it does.
         """
+        direct = self._direct
+        if direct is not None:
+            self._direct = []
+            return direct
         keys, buckets = self._keys, self._buckets
         room = self.capacity - running if self.capacity is not None else -1  # -1: no limit
         if len(keys) == 1 and not self.pooled and (
@@ -260,6 +288,9 @@ class StartQueue:
     def clear(self) -> list[int]:
         """Forget every waiting task (the run stops); return them."""
         dropped = [i for bucket in self._buckets.values() for i in bucket]
+        if self._direct:
+            dropped += self._direct
+            self._direct = []
         dropped += [i for waiting in self._waiting_for_pool.values() for _, i in waiting]
         self._buckets.clear()
         self._keys.clear()

@@ -19,6 +19,7 @@ from flowkit.task import Task
 
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from flowkit.context import RunContext
+    from flowkit.graph import Graph
     from flowkit.outcome import Status
 
 __all__ = ["RunOptions", "StateProtocol", "Targets"]
@@ -31,7 +32,7 @@ class StateProtocol(Protocol):
     """What the scheduler needs of a state manager (besides its hook methods)."""
 
     def begin_run(
-        self, run: RunContext, tasks: list[Task[..., Any]], *, resume: bool
+        self, run: RunContext, graph: Graph, *, resume: bool
     ) -> Mapping[str, tuple[Status, Any]]: ...
 
     def lookup(

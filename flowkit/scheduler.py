@@ -98,7 +98,7 @@ class Scheduler(StateMachine):
         if self.state is not None:
             try:
                 self.restored = self.state.begin_run(
-                    self.ctx, self.graph.tasks, resume=self.options.resume
+                    self.ctx, self.graph, resume=self.options.resume
                 )
             except BaseException:
                 self.backend.close(cancel=True)  # nothing ran: release the pools

@@ -231,7 +231,7 @@ class _Inputs:
         self._values = values
 
     def begin_run(
-        self, run: object, tasks: object, *, resume: bool
+        self, run: object, graph: object, *, resume: bool
     ) -> dict[str, tuple[Status, Any]]:
         return self._values
 

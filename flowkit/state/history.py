@@ -158,7 +158,7 @@ class RunHead(NamedTuple):
     dag: str
     started: float
     params: dict[str, Any]
-    graph: dict[str, list[str]]
+    graph: Mapping[str, Sequence[str]]
     version: str
     host: str
     pid: int
@@ -244,7 +244,9 @@ def head_from_data(rec: Mapping[str, Any]) -> RunHead:
     """The :class:`RunHead` of a ``"hs"`` object; ``ValueError`` if it is malformed."""
     graph = rec["graph"]
     if not isinstance(graph, dict) or not all(
-        isinstance(ups, list) and all(isinstance(u, str) for u in ups) for ups in graph.values()
+        # lists when read back from JSON; tuples when a store applies its own record
+        isinstance(ups, list | tuple) and all(isinstance(u, str) for u in ups)
+        for ups in graph.values()
     ):
         raise ValueError("a run's graph must map task names to lists of names")
     params = rec["params"]
@@ -358,9 +360,10 @@ class HistoryIndex:
         if head.run_id in self._runs:
             return  # recorded twice (a rewritten file read again): the first counts
         ids = self._by_dag.setdefault(head.dag, [])
-        if ids and self._runs[ids[-1]].head.graph == head.graph:
+        last = self._runs[ids[-1]].head.graph if ids else None
+        if last is not None and last is not head.graph and last == head.graph:
             # Most runs of a DAG have the same graph: keep it once.
-            head = head._replace(graph=self._runs[ids[-1]].head.graph)
+            head = head._replace(graph=last)
         self._runs[head.run_id] = _Run(head)
         ids.append(head.run_id)
         if len(ids) > head.keep:
@@ -580,7 +583,7 @@ def make_head(
     dag: str,
     started_at: float,
     params: Mapping[str, Any],
-    graph: dict[str, list[str]],
+    graph: Mapping[str, Sequence[str]],
     keep: int,
 ) -> RunHead:
     """The head record of a run starting now in this process (``graph`` is kept as

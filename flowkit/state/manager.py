@@ -31,7 +31,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import operator
 import os
 import threading
 import time
@@ -64,6 +63,7 @@ from flowkit.state.stores.base import PARAMS
 from flowkit.task import Task
 
 if TYPE_CHECKING:  # pragma: no cover - loaded on first use (see StateManager.serializer)
+    from flowkit.graph import Graph
     from flowkit.state.serializers import Serializer
 
 __all__ = ["CacheInfo", "StateManager"]
@@ -200,9 +200,9 @@ class StateManager:
     # --- what the scheduler calls ---------------------------------------------------
 
     def begin_run(
-        self, run: RunContext, tasks: Sequence[Task[..., Any]], *, resume: bool
+        self, run: RunContext, graph: Graph, *, resume: bool
     ) -> Mapping[str, tuple[Status, Any]]:
-        """Start recording ``run``; with ``resume``, return the tasks to restore.
+        """Start recording ``run`` of ``graph``; with ``resume``, return the tasks to restore.
 
         Restored are the tasks that succeeded, were cached or were skipped in
         the DAG's latest recorded run with the same parameters, whose code and upstream tasks are
@@ -230,26 +230,27 @@ class StateManager:
                 latest = self._store.latest_run(slot)
                 if latest is not None:
                     previous = latest[0]
-                    restored, carried = self._restorable(tasks, latest[1])
+                    restored, carried = self._restorable(graph.tasks, latest[1])
                     book.restored.update(restored)
             self._store.start_run(slot, run.run_id, self.clock(), [params, *carried])
             self._books[run.run_id] = book
             book.started = True
             if self.history_size:
-                self._start_history(run, tasks, restored, previous)
+                self._start_history(run, graph, restored, previous)
         return restored
 
     def _start_history(
         self,
         run: RunContext,
-        tasks: Sequence[Task[..., Any]],
+        graph: Graph,
         restored: Mapping[str, tuple[Status, Any]],
         previous: str | None,
     ) -> None:
-        # map() with a C getter: no Python frame per task (this runs for every task).
-        graph = {t.name: list(map(_NAME, t.upstream)) for t in tasks}
+        # The graph's own upstream names, made once per graph: a DAG run again
+        # shares them with its earlier runs' records (which never change them).
         head = _history.make_head(
-            run.run_id, run.dag_name, run.started_at, run.params, graph, self.history_size
+            run.run_id, run.dag_name, run.started_at, run.params, graph.upstream_names,
+            self.history_size,
         )
         ends = [
             _history.restored_end(run.run_id, name, status, previous or "?")
@@ -762,7 +763,6 @@ _BACKENDS = {
     "flowkit.state.stores.journal.JSONStore": "json",
     "flowkit.state.stores.sqlite.SQLiteStore": "sqlite",
 }
-_NAME = operator.attrgetter("name")
 # By value: a str's hash is C code, an Enum member's is not (this is on every task's path).
 _DEFERRABLE = frozenset({Status.SUCCESS.value, Status.CACHED.value, Status.SKIPPED.value})
 _SUCCESS = Status.SUCCESS  # a module constant: cheaper than the enum lookup, per task

@@ -30,7 +30,7 @@ import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from flowkit.exceptions import StateError
@@ -199,7 +199,7 @@ class SQLiteStore(Store):
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
         self._version = SCHEMA_VERSION
-        self._graphs: dict[str, dict[str, list[str]]] = {}  # by hash: they never change
+        self._graphs: dict[str, Mapping[str, Sequence[str]]] = {}  # by hash: they never change
         self._writable = False  # whether _db was opened to write
 
     def __repr__(self) -> str:
