@@ -104,9 +104,12 @@ class HookDispatcher:
             try:
                 method(*args)
             except Exception:  # a try block costs nothing until something raises
-                self._report(method, args)
+                self.report(method, args)
 
-    def _report(self, method: Callable[..., None], args: tuple[Any, ...]) -> None:
+    def report(self, method: Callable[..., None], args: tuple[Any, ...]) -> None:
+        """Log that ``method`` raised when called with ``args`` (once per hook and
+        event); for callers that loop over the methods themselves, as the state
+        machine does for the per-task events."""
         owner = getattr(method, "__self__", method)
         event = getattr(method, "__name__", "hook")
         key = (id(owner), event)

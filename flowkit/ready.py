@@ -23,6 +23,7 @@ import collections
 import heapq
 import logging
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -84,6 +85,8 @@ def check_pools(tasks: Sequence[Task[..., Any]], pools: Mapping[str, int] | None
             f"pools={{'db': 2}}; got {type(pools).__name__}"
         )
     sizes = dict(pools or {})
+    if not sizes and not uses_pools(tasks):
+        return sizes
     for name, size in sizes.items():
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise DAGValidationError(f"pool {name!r} must have a positive whole number of slots, "
@@ -109,6 +112,15 @@ def check_pools(tasks: Sequence[Task[..., Any]], pools: Mapping[str, int] | None
     return sizes
 
 
+def uses_pools(tasks: Sequence[Task[..., Any]]) -> bool:
+    """Whether any of ``tasks`` runs in a pool."""
+    # A C getter: no Python frame per task. A pool's name is never empty.
+    return any(map(_POOL, tasks))
+
+
+_POOL = operator.attrgetter("options.pool")
+
+
 class StartQueue:
     """Tasks that must run, waiting for a worker and for their pool's slots.
 
@@ -132,7 +144,7 @@ class StartQueue:
         self.capacity = capacity
         self.index = graph.index
         self.free = dict(pools)  # pool -> slots not taken
-        self.pooled = any(t.options.pool is not None for t in graph.tasks)
+        self.pooled = uses_pools(graph.tasks)
         self._graph, self._history, self._dag_name = graph, history, dag_name
         self._level: list[int] | None = None
         # When no task can ever wait (see prepare), tasks simply start in the

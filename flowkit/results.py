@@ -8,12 +8,16 @@ called, so ``import flowkit`` stays light.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections import Counter
 from collections.abc import Callable, ItemsView, Iterator, Mapping, ValuesView
 from typing import Any, NamedTuple
 
 from flowkit.outcome import Remote, Status, TaskState, fetch_remote, is_remote, item_of
+
+_STATUS = operator.attrgetter("status")
+_NOT_OK = (Status.FAILED, Status.UPSTREAM_FAILED, Status.CANCELLED, Status.PENDING, Status.RUNNING)
 
 __all__ = ["LISTED_ITEMS", "RunResult", "SummaryRow", "cause_text"]
 
@@ -82,10 +86,19 @@ class RunResult(Mapping[str, Any]):
         self.duration = duration
         self._graph = graph
         self.interrupted = interrupted
-        self._values = {
-            name: state.value for name, state in states.items() if state.status.produced_value
-        }
+        self._produced: dict[str, Any] | None = None  # see _values
         self._items: dict[str, list[TaskState]] | None = None
+
+    @property
+    def _values(self) -> dict[str, Any]:
+        """Each task that produced a value -> that value; made on first use, as
+        many runs are never read by task name."""
+        if self._produced is None:
+            self._produced = {
+                name: state.value for name, state in self.states.items()
+                if state.status.produced_value
+            }
+        return self._produced
 
     def __getitem__(self, name: str) -> Any:
         try:
@@ -151,14 +164,9 @@ class RunResult(Mapping[str, Any]):
     @property
     def ok(self) -> bool:
         """True when no task FAILED, was UPSTREAM_FAILED or CANCELLED (skips are fine)."""
-        bad = (
-            Status.FAILED,
-            Status.UPSTREAM_FAILED,
-            Status.CANCELLED,
-            Status.PENDING,
-            Status.RUNNING,
-        )
-        return not self.interrupted and all(s.status not in bad for s in self.states.values())
+        # map() with C getters: no Python frame per task (every run asks this)
+        statuses = map(_STATUS, self.states.values())
+        return not self.interrupted and not any(map(_NOT_OK.__contains__, statuses))
 
     @property
     def counts(self) -> dict[Status, int]:

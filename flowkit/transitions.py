@@ -71,10 +71,13 @@ class StateMachine:
             elif i in self.waiting_since:  # it got its slot, or will never start
                 self._waited(i)
         state.status = status
-        event = self.events[status._value_]
+        hooks = self.events[status._value_]
         if status is _RUNNING or status is _PENDING:
-            if event:
-                self.hooks.emit(event, self.ctx, state, *extra)
+            for hook in hooks:  # HookDispatcher.emit, inlined: this runs for every task
+                try:
+                    hook(self.ctx, state, *extra)
+                except Exception:
+                    self.hooks.report(hook, (self.ctx, state, *extra))
             return
         self.unfinished -= 1
         self.ctx.done += 1
@@ -84,8 +87,11 @@ class StateMachine:
                 self.first_failure = i
         elif status is not _SUCCESS and status is not _CACHED:
             state.value = None
-        if event:
-            self.hooks.emit(event, self.ctx, state)
+        for hook in hooks:
+            try:
+                hook(self.ctx, state)
+            except Exception:
+                self.hooks.report(hook, (self.ctx, state))
         waiting, push = self.waiting, self.ready.push
         for d in self.down[i]:
             waiting[d] -= 1

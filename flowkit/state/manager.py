@@ -431,8 +431,9 @@ class StateManager:
         if book is None or not book.started:
             return
         if self._lazy and state.cache_key is None:
-            # Its outcome waits in the book (see _record) and is encoded only if written.
-            self._record(book, state, _SUCCESS, False, None, None, None)
+            # Its outcome waits in the book and is encoded only if written: what
+            # _record does, without its call (this runs for nearly every task).
+            book.pending.append(state)
             return
         stored, payload = self._encode(state)
         entry = None
