@@ -386,6 +386,45 @@ class Signature:
 _SIGNATURES: dict[tuple[types.CodeType, int, frozenset[str]], Signature] = {}
 
 
+_ABSENT: Any = object()
+
+
+class _FromFunction:
+    """An attribute that ``functools.update_wrapper`` would copy from a task's function.
+
+    On a task it is read from ``task.fn`` when asked, so a task keeps no copy
+    of it; on the class it is the class's own value.
+    """
+
+    __slots__ = ("attr", "own")
+
+    def __init__(self, attr: str, own: Any):
+        self.attr, self.own = attr, own
+
+    def __get__(self, task: Task[..., Any] | None, owner: type | None = None) -> Any:
+        if task is None:
+            if self.own is _ABSENT:  # as a class has no such attribute (inspect.unwrap)
+                raise AttributeError(self.attr)
+            return self.own
+        fn = task.fn
+        if self.attr == "__wrapped__":
+            return fn
+        return getattr(fn, self.attr, task.name if self.attr == "__name__" else None)
+
+
+class _FromFunctionModule(str):
+    """``__module__``, like :class:`_FromFunction`. A string itself: a class's
+    ``__module__`` is read from the class's namespace as it is stored there."""
+
+    __slots__ = ()
+
+    def __get__(self, task: Task[..., Any] | None, owner: type | None = None) -> str:
+        if task is None:
+            return str(self)
+        return getattr(task.fn, "__module__", None) or __name__
+
+
+
 class Task(Generic[P, R]):
     """A function the scheduler can run, with its options and its place in the graph.
 
@@ -393,9 +432,25 @@ class Task(Generic[P, R]):
     calls the plain function (``task.fn``).
     """
 
+    # Slots: a generated DAG has a great many tasks. ``__dict__`` keeps
+    # ``__qualname__`` (which no class attribute can provide) and attributes a
+    # user sets; ``__weakref__`` is for weak maps.
+    __slots__ = (
+        "__dict__", "__weakref__", "_downstream", "_original", "_upstream", "fn",
+        "is_async", "name", "options", "registry", "signature",
+    )
+    # What functools.update_wrapper would copy, read from the function when
+    # asked (``__doc__`` and ``__module__`` too, see _copy_from_function).
+    __name__ = _FromFunction("__name__", _ABSENT)  # the class's own comes from its type
+    __wrapped__ = _FromFunction("__wrapped__", _ABSENT)
+
     # flowkit's own stand-in tasks (see flowkit.testing) take reserved names on
     # purpose, so that they cannot collide with a user's.
     _reserved_names_ok: typing.ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _copy_from_function(cls)
 
     def __init__(
         self,
@@ -427,21 +482,18 @@ class Task(Generic[P, R]):
             if isinstance(fn, types.FunctionType)
             else inspect.iscoroutinefunction(fn)
         )
-        self._upstream: dict[Task[..., Any], None] = {}  # ordered set: declaration order
-        # No duplicates by construction (an edge is added once, when it is new to
-        # _upstream), so a list does: smaller than a dict, for 100,000 tasks.
-        self._downstream: list[Task[..., Any]] = []
-        # What functools.update_wrapper would copy, without its per-call cost.
-        self.__module__ = getattr(fn, "__module__", None) or __name__
+        # In declaration order, without duplicates (see _depend_on); no edge yet
+        # shares one empty tuple, one edge is a list of one.
+        self._upstream: _Edges = ()
+        self._downstream: list[Task[..., Any]] | tuple[()] = ()
+        self._original: Task[..., Any] | None = None  # what a rewired() copy stands for
         self.__qualname__ = getattr(fn, "__qualname__", name)
-        self.__name__ = getattr(fn, "__name__", name)
-        self.__doc__ = getattr(fn, "__doc__", None)
-        self.__wrapped__ = fn
         self.registry = registry if registry is not None else _default_registry()
         self.registry.register(self)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
+
 
     @property
     def upstream(self) -> tuple[Task[..., Any], ...]:
@@ -461,9 +513,12 @@ class Task(Generic[P, R]):
         calls it). It is how :func:`flowkit.testing.run_task` runs a task alone.
         """
         copy = object.__new__(type(self))
+        for attr in _slots(type(self)):
+            if hasattr(self, attr):
+                setattr(copy, attr, getattr(self, attr))
         copy.__dict__.update(self.__dict__)
-        copy._upstream = {}
-        copy._downstream = []
+        copy._upstream = ()
+        copy._downstream = ()
         copy._original = self._original or self
         copy.registry = registry
         for up in _as_tasks(list(upstream), copy):
@@ -473,9 +528,23 @@ class Task(Generic[P, R]):
 
     def _depend_on(self, other: Task[..., Any]) -> None:
         # Callers check the edge first (see _as_tasks), so a bad list wires nothing.
-        if other not in self._upstream:
-            self._upstream[other] = None
-            other._downstream.append(self)
+        ups = self._upstream
+        if not ups:
+            self._upstream = [other]
+        elif other in ups:  # a scan of a short list; past _SCAN, a dict (an ordered set)
+            return
+        elif type(ups) is dict:
+            ups[other] = None
+        elif len(ups) < _SCAN:
+            ups.append(other)  # type: ignore[union-attr]
+        else:
+            self._upstream = dict.fromkeys([*ups, other])
+        # No duplicates by construction: an edge is added once, when it is new upstream.
+        down = other._downstream
+        if down:
+            down.append(self)
+        else:
+            other._downstream = [self]
 
     # --- wiring ---------------------------------------------------------
     # ``a >> b`` returns ``b`` so chains read left to right; lists fan out/in.
@@ -534,7 +603,6 @@ class Task(Generic[P, R]):
         return f"<Task {self.name!r}>"
 
     is_map = False  # see MapTask
-    _original: Task[..., Any] | None = None  # what a rewired() copy stands for
 
     def map(self, *, name: str | None = None) -> MapTask[R]:
         """A node that calls this task once per item of its first upstream's result.
@@ -557,9 +625,34 @@ def _itself(value: T) -> T:
     return value
 
 
+_Edges = tuple[()] | list[Task[..., Any]] | dict[Task[..., Any], None]
+# Upstream tasks past this many are kept in a dict, which finds a duplicate in one step.
+_SCAN = 8
+
+
+def _copy_from_function(cls: type) -> None:
+    """Serve ``cls``'s tasks' ``__doc__`` and ``__module__`` from their function."""
+    own = cls.__dict__
+    cls.__doc__ = _FromFunction("__doc__", own.get("__doc__"))  # type: ignore[assignment]
+    cls.__module__ = _FromFunctionModule(own["__module__"])
+
+
+def _slots(cls: type) -> list[str]:
+    """Every slot of ``cls`` and its bases that holds a value (``__dict__`` and
+    ``__weakref__`` are not values)."""
+    return [
+        attr for klass in cls.__mro__ for attr in klass.__dict__.get("__slots__", ())
+        if attr not in ("__dict__", "__weakref__")
+    ]
+
+
+_copy_from_function(Task)
+
+
 class MapTask(Task[..., list[R]]):
     """A task mapped over the items of its first upstream's result (see :meth:`Task.map`)."""
 
+    __slots__ = ("template",)
     is_map = True
 
     def __init__(self, template: Task[..., R], *, name: str | None = None):

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 import pickle
 import random
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,30 @@ def test_task_keeps_the_function_metadata() -> None:
     assert t.__name__ == "double"
     assert t.__doc__ == "Double every row."
     assert t.__module__ == __name__
+    assert t.__qualname__ == "double"
+    assert t.__wrapped__ is double
+    assert inspect.signature(t) == inspect.signature(double)
+    assert Task(functools.partial(double), name="p").__name__ == "p"  # a partial has none
+
+
+def test_the_task_classes_keep_their_own_metadata() -> None:
+    assert Task.__name__ == "Task" and Task.__qualname__ == "Task"
+    assert Task.__module__ == "flowkit.task"
+    assert Task.__doc__ is not None and Task.__doc__.startswith("A function the scheduler")
+    assert not hasattr(Task, "__wrapped__")
+    assert "(fn: 'Callable[P, R]'" in str(inspect.signature(Task))
+    mapped = Task(double).map()
+    assert mapped.__doc__ == "Double every row."
+    assert type(mapped).__doc__ is not None and "mapped" in type(mapped).__doc__
+
+
+def test_a_task_takes_attributes_and_weak_references_like_a_function() -> None:
+    t = Task(double)
+    t.owner = "data team"  # type: ignore[attr-defined]
+    t.__doc__ = "Double, documented again."
+    assert t.owner == "data team"  # type: ignore[attr-defined]
+    assert t.__doc__ == "Double, documented again."
+    assert weakref.ref(t)() is t
 
 
 def test_task_repr_names_it() -> None:
@@ -394,6 +420,17 @@ def test_duplicate_edge_is_a_no_op() -> None:
     [a, c] >> b
     assert b.upstream == (a, c)
     assert a.downstream == (b,)
+
+
+def test_a_large_fan_in_keeps_each_edge_once_in_declaration_order() -> None:
+    ups = list(make(*(f"u{k}" for k in range(40))))
+    (join,) = make("join")
+    ups[:5] >> join
+    ups >> join  # the first five again, then the rest
+    ups[::-1] >> join
+    join << ups[7]
+    assert join.upstream == tuple(ups)
+    assert all(up.downstream == (join,) for up in ups)
 
 
 def test_self_edge_is_refused() -> None:
