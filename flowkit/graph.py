@@ -6,13 +6,20 @@ task beyond following these lists.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from flowkit.exceptions import DAGCycleError, DAGValidationError, TaskDefinitionError
 from flowkit.task import MapTask, Task
 
-__all__ = ["SCHEDULE_PARAMS", "Graph", "stale_message", "stale_upstream", "upstream_closure"]
+__all__ = [
+    "SCHEDULE_PARAMS",
+    "Graph",
+    "UpstreamNames",
+    "stale_message",
+    "stale_upstream",
+    "upstream_closure",
+]
 
 SCHEDULE_PARAMS = frozenset({"interval_start", "interval_end"})
 """Run parameters a scheduled run always has (``DAG.serve``): never reported as typos."""
@@ -96,6 +103,35 @@ def _check_unique(names: dict[str, Task[..., Any]], task: Task[..., Any]) -> Non
         )
 
 
+class UpstreamNames(Mapping[str, tuple[str, ...]]):
+    """Each task's upstream task names, in declaration order: a read-only view of
+    a graph's edges, made when read. It holds the graph's names and edges (never
+    changed once built), not its tasks, and no copy of them."""
+
+    __slots__ = ("_index", "_names", "_up")
+
+    def __init__(
+        self, names: list[str], up: list[tuple[int, ...]], index: dict[str, int]
+    ) -> None:
+        self._names, self._up, self._index = names, up, index
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        # map() with a C getter: no Python frame per edge
+        return tuple(map(self._names.__getitem__, self._up[self._index[name]]))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __repr__(self) -> str:
+        return f"UpstreamNames({dict(self)!r})"
+
+
 class Graph:
     """Tasks in topological order with their edges as index tuples."""
 
@@ -128,7 +164,7 @@ class Graph:
         self.has_async = any(t.is_async for t in self.tasks)
         self.has_map = any(t.is_map for t in self.tasks)
         self._run_parameters: list[tuple[int, tuple[tuple[str, bool], ...]]] | None = None
-        self._upstream_names: dict[str, tuple[str, ...]] | None = None
+        self._upstream_names: UpstreamNames | None = None
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -148,14 +184,10 @@ class Graph:
         return min(len(self.tasks), len(self.tasks) - longest + 1 + timed)
 
     @property
-    def upstream_names(self) -> dict[str, tuple[str, ...]]:
-        """Each task's upstream task names, in declaration order (made on first use)."""
+    def upstream_names(self) -> UpstreamNames:
+        """Each task's upstream task names, in declaration order (a view: no copy)."""
         if self._upstream_names is None:
-            names = self.names
-            name_of = names.__getitem__  # map() with a C getter: no Python frame per edge
-            self._upstream_names = {
-                name: tuple(map(name_of, ups)) for name, ups in zip(names, self.up, strict=True)
-            }
+            self._upstream_names = UpstreamNames(self.names, self.up, self.index)
         return self._upstream_names
 
     def check_signatures(self) -> None:

@@ -55,6 +55,27 @@ def _etl(fail: bool = False) -> DAG:
     return DAG(name="etl")
 
 
+def test_a_recorded_graph_is_the_one_that_ran_whatever_is_wired_later(
+    backend: str, tmp_path: Path
+) -> None:
+    state = _state(backend, tmp_path)
+    with flowkit.registry.isolated():
+        dag = _etl()
+        first = dag.run(executor="sync", state=state)
+        dag.run(executor="sync", state=state)
+        extra = Task(lambda *rows: None, name="audit")
+        flowkit.registry["load"] >> extra
+        flowkit.registry["extract"] >> extra  # after the runs: not part of what ran
+    ran = {"extract": (), "transform": ("extract",), "load": ("transform",)}
+    assert [run.graph for run in state.runs()] == [ran, ran]
+    assert dict(first.graph) == ran and first.graph["load"] == ("transform",)
+    assert "audit" not in first.graph and len(first.graph) == 3
+    assert DAG([extra], name="etl").run(executor="sync", state=state).graph["audit"] == (
+        "load", "extract",
+    )
+    assert state.runs()[0].graph["audit"] == ("load", "extract")
+
+
 def test_every_store_records_each_run(backend: str, tmp_path: Path) -> None:
     state = _state(backend, tmp_path)
     before = dt.datetime.now(dt.UTC)

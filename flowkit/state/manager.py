@@ -246,11 +246,13 @@ class StateManager:
         restored: Mapping[str, tuple[Status, Any]],
         previous: str | None,
     ) -> None:
-        # The graph's own upstream names, made once per graph: a DAG run again
-        # shares them with its earlier runs' records (which never change them).
+        # The graph's own upstream names, a view made once per graph: a DAG run
+        # again shares it with its earlier runs' records (which never change it).
+        # A store that writes the graph out gets plain data.
+        upstream = graph.upstream_names
         head = _history.make_head(
-            run.run_id, run.dag_name, run.started_at, run.params, graph.upstream_names,
-            self.history_size,
+            run.run_id, run.dag_name, run.started_at, run.params,
+            upstream if self._store.keeps_objects else dict(upstream), self.history_size,
         )
         ends = [
             _history.restored_end(run.run_id, name, status, previous or "?")
