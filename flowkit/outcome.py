@@ -303,6 +303,8 @@ class TaskState:
             the root of it (itself when its own condition was false).
         reason: a short human explanation for a task that did not run.
         history: one :class:`Attempt` per attempt, in order.
+        started_at: wall-clock time its first attempt started; ``None`` if it never ran.
+        finished_at: wall-clock time its last attempt ended; ``None`` if it never ran.
         order: its place in the order the scheduler started attempts: 1 for the
             first task it handed to a worker, 2 for the next, …; a retry keeps
             the place of the first attempt. ``None`` when it never started.
@@ -320,10 +322,12 @@ class TaskState:
         "cause",
         "duration",
         "error",
+        "finished_at",
         "inputs",
         "name",
         "order",
         "reason",
+        "started_at",
         "status",
         "task",
         "value",
@@ -345,6 +349,10 @@ class TaskState:
         self.inputs: tuple[Any, ...] = ()
         self.cache_key: str | None = None
         self.order: int | None = None
+        # Kept as attributes, not worked out from the attempts: read once per
+        # task by the run history, at C speed (see history.success_ends).
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
         self._pool_waits: list[PoolWait] | None = None  # most tasks never wait
 
     @property
@@ -358,8 +366,10 @@ class TaskState:
 
     def add_attempt(self, attempt: Attempt) -> None:
         """Record an ended attempt."""
+        self.finished_at = attempt.finished_at
         if self._history is None:
             self._history = attempt
+            self.started_at = attempt.started_at
         elif isinstance(self._history, Attempt):
             self._history = [self._history, attempt]
         else:
@@ -380,22 +390,6 @@ class TaskState:
         if self._pool_waits is None:
             self._pool_waits = []
         self._pool_waits.append(wait)
-
-    @property
-    def started_at(self) -> float | None:
-        """Wall-clock time its first attempt started, if it ran."""
-        attempts = self._history  # read without copying: the history records it per task
-        if attempts is None:
-            return None
-        return (attempts if isinstance(attempts, Attempt) else attempts[0]).started_at
-
-    @property
-    def finished_at(self) -> float | None:
-        """Wall-clock time its last attempt ended, if it ran."""
-        attempts = self._history
-        if attempts is None:
-            return None
-        return (attempts if isinstance(attempts, Attempt) else attempts[-1]).finished_at
 
     def __repr__(self) -> str:
         extra = f", cause={self.cause!r}" if self.cause and self.cause != self.name else ""

@@ -63,12 +63,10 @@ def bottom_levels(graph: Graph, weights: Mapping[str, float]) -> list[int]:
     default = known[len(known) // 2] if known else 1
     names, down = graph.names, graph.down
     level = [0] * len(names)
+    below = level.__getitem__  # max(map(...)): the longest path below, found in C
+    weight = [ms.get(name, default) for name in names] if ms else [default] * len(names)
     for i in range(len(names) - 1, -1, -1):
-        longest = 0
-        for d in down[i]:
-            if level[d] > longest:
-                longest = level[d]
-        level[i] = ms.get(names[i], default) + longest
+        level[i] = weight[i] + (max(map(below, down[i])) if down[i] else 0)
     return level
 
 
@@ -119,6 +117,7 @@ def uses_pools(tasks: Sequence[Task[..., Any]]) -> bool:
 
 
 _POOL = operator.attrgetter("options.pool")
+_PRIORITY = operator.attrgetter("options.priority")
 
 
 class StartQueue:
@@ -234,6 +233,8 @@ class StartQueue:
             self._direct = []
             return direct
         keys, buckets = self._keys, self._buckets
+        if not keys:
+            return []
         room = self.capacity - running if self.capacity is not None else -1  # -1: no limit
         if len(keys) == 1 and not self.pooled and (
             room < 0 or len(buckets[keys[0]]) <= room or (not running and self._same_priority())
@@ -266,7 +267,7 @@ class StartQueue:
 
     def _same_priority(self) -> bool:
         if self._uniform is None:  # once per run, and only if asked
-            self._uniform = len({t.options.priority for t in self._graph.tasks}) == 1
+            self._uniform = len(set(map(_PRIORITY, self._graph.tasks))) == 1
         return self._uniform
 
     def _take_slots(

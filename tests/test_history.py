@@ -111,6 +111,37 @@ def test_every_store_records_each_run(backend: str, tmp_path: Path) -> None:
     assert state.get_run("no-such-run") is None
 
 
+def test_a_success_after_a_retry_is_recorded_with_all_its_attempts(
+    backend: str, tmp_path: Path
+) -> None:
+    state = _state(backend, tmp_path)
+    calls = []
+
+    @task(retries=2)
+    def flaky() -> int:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ValueError("not yet")
+        return 7
+
+    @task
+    def after(value: int) -> int:
+        return value + 1
+
+    flaky >> after
+    result = DAG([after], name="retried").run(executor="sync", state=state)
+    (record,) = state.runs()
+    run_state = result.states["flaky"]
+    first, *_, last = run_state.history
+    recorded = record.tasks["flaky"]
+    assert (recorded.status, recorded.attempts, recorded.error) == ("success", 3, None)
+    assert recorded.started == dt.datetime.fromtimestamp(first.started_at, dt.UTC)
+    assert recorded.ended == dt.datetime.fromtimestamp(last.finished_at, dt.UTC)
+    assert recorded.duration == pytest.approx(run_state.duration)
+    assert (run_state.started_at, run_state.finished_at) == (first.started_at, last.finished_at)
+    assert record.tasks["after"].attempts == 1
+
+
 def test_history_survives_reopening_the_file(tmp_path: Path) -> None:
     for name in ("state.json", "state.db"):
         run = _etl().run(executor="sync", state=StateManager(tmp_path / name))
