@@ -349,8 +349,8 @@ class TaskState:
         self.inputs: tuple[Any, ...] = ()
         self.cache_key: str | None = None
         self.order: int | None = None
-        # Kept as attributes, not worked out from the attempts: read once per
-        # task by the run history, at C speed (see history.success_ends).
+        # Kept as attributes, not worked out from the attempts: the run history
+        # reads them once per task.
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._pool_waits: list[PoolWait] | None = None  # most tasks never wait

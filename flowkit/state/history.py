@@ -22,15 +22,12 @@ cannot be checked from here and shows as ``"running"``.
 
 from __future__ import annotations
 
-import functools
 import math
-import operator
 import os
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from itertools import repeat
 from typing import Any, NamedTuple
 
 from flowkit.outcome import Status, TaskState
@@ -57,8 +54,8 @@ DEFAULT_KEEP = 100
 # How many of a DAG's latest runs a task's expected duration is the median over:
 # recent enough to follow a task that got slower, and a bounded cost per run.
 DURATION_RUNS = 5
-# Module constants: the enum lookup is slow, and these are read per task.
-_FAILED, _SUCCESS = Status.FAILED, Status.SUCCESS
+# A module constant: the enum lookup is slow, and this is read per task.
+_FAILED = Status.FAILED
 
 RUN_STATUSES = ("success", "failed", "interrupted", "running")
 
@@ -601,30 +598,10 @@ def make_head(
     )
 
 
-def success_ends(run_id: str, states: Sequence[TaskState]) -> Iterator[TaskEnd]:
-    """:func:`task_end` of each of ``states``, all of which SUCCEEDED, made in C.
-
-    Most tasks of most runs succeed, and their records all have one shape
-    (no error): they are zipped from C getters, with no Python frame per task.
-    """
-    count = len(states)
-    return map(_new_task_end, zip(
-        repeat(run_id, count), map(_NAME, states), repeat(_SUCCESS._value_, count),
-        map(_ATTEMPTS, states), map(_DURATION, states), map(_STARTED, states),
-        map(_FINISHED, states), map(_CAUSE, states), map(_REASON, states),
-        repeat(None, count), repeat(None, count), repeat(None, count), strict=True,
-    ))
-
-
-_new_task_end = functools.partial(tuple.__new__, TaskEnd)  # a named tuple's __new__ is Python
-_NAME, _ATTEMPTS, _DURATION, _STARTED, _FINISHED, _CAUSE, _REASON = map(operator.attrgetter, (
-    "name", "attempts", "duration", "started_at", "finished_at", "cause", "reason"))
-
-
 def task_end(run_id: str, state: TaskState, status: Status) -> TaskEnd:
     """The record of how ``state``'s task ended: no result, the error as text."""
     started = state.started_at  # None: it never ran
-    error = state.error  # None for a success: see success_ends
+    error = state.error
     error_type = message = trace = None
     if error is not None:
         error_type = type(error).__name__

@@ -494,12 +494,9 @@ class StateManager:
         """The history records of the outcomes that wait in ``book`` (see ``_record``):
         built in one batch at the end of the run rather than one per finished task."""
         run_id, task_end = book.run_id, _history.task_end
-        succeeded = [s for s in book.pending if s.status is _SUCCESS]
-        others = [s for s in book.pending if s.status is not _SUCCESS]
-        # Iterators: the store keeps each record as it comes, so a run's records
+        # A generator: the store keeps each record as it comes, so a run's records
         # are never all in memory twice.
-        self._store.history_tasks_add(_history.success_ends(run_id, succeeded))
-        self._store.history_tasks_add(task_end(run_id, s, s.status) for s in others)
+        self._store.history_tasks_add(task_end(run_id, s, s.status) for s in book.pending)
 
     def _encode(self, state: TaskState) -> tuple[bool, Any]:
         kept, value = _local(state.value)
