@@ -593,3 +593,35 @@ def test_expected_durations_follow_the_latest_runs(backend: str, tmp_path: Path)
         dag.run(executor="sync", state=state, params={"delay": delay})
     assert state.task_stats("work", dag="speed").median == pytest.approx(0.05, abs=0.04)
     assert state.expected_durations("speed")["work"] < 0.04
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        TaskEnd("r1", "load", "success", 1, 0.25, 1.5e9, 1.5e9 + 0.25, None, None, None, None,
+                None),
+        TaskEnd("r1", "skip", "skipped", 0, None, None, None, "cond",
+                "its when= condition was false", None, None, None),
+        TaskEnd("r1", "bad \u00e9\u4e2d \"q\"\n", "failed", 3, float("nan"), 1.0, 2, None, None,
+                "ValueError", "caf\u00e9 \\ </script>", "Traceback...\n  \u2603\n"),
+    ],
+)
+def test_a_journal_task_line_is_the_json_of_its_record(record: TaskEnd) -> None:
+    from flowkit.state.history import task_from_data, task_to_data
+    from flowkit.state.stores.journal import _line, _task_line
+
+    line = _task_line(record)
+    assert line == _line(task_to_data(record))
+    read = task_from_data(json.loads(line))
+    assert read[:4] == record[:4] and read[7:] == record[7:]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 0, -7, 10**300, 1.5, -0.0, float("inf"), float("nan"), "", "caf\u00e9 \"\\\n",
+     True, [1, "a", None], {"k": [1.0]}],
+)
+def test_a_journal_writes_plain_values_as_the_json_encoder_does(value: object) -> None:
+    from flowkit.state.stores.journal import _encode, _json
+
+    assert _json(value) == _encode(value)

@@ -469,7 +469,7 @@ class JSONStore(Store):
             if entry is not None:
                 lines.insert(0, _line(_entry_record(entry)))
             if task is not None:
-                lines.append(_line(task_to_data(task)))
+                lines.append(_task_line(task))
             self._append_locked(fd, lines)
             if entry is not None:
                 self._put_entry(entry._replace(size=len(lines[0])))
@@ -551,7 +551,7 @@ class JSONStore(Store):
         # entry holds this very value (not one written there later).
         if entry is not None and entry.value is o.value:
             return (f'{head},"ref":{_text(entry.key)}}}\n').encode()
-        return (f'{head},"v":{_encode(o.value)}}}\n').encode()
+        return (f'{head},"v":{_json(o.value)}}}\n').encode()
 
     # --- compaction -----------------------------------------------------------------
 
@@ -675,8 +675,39 @@ def _number(x: float) -> str:
     return repr(x) if type(x) is float and math.isfinite(x) else _encode(x)
 
 
+def _json(value: Any) -> str:
+    """``_encode(value)``, without the encoder's setup for the plain scalars
+    most lines hold (what the encoder would write for them, exactly)."""
+    kind = type(value)
+    if kind is str:
+        return _text(value)
+    if kind is float:
+        return _number(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    return _encode(value)
+
+
 def _line(record: dict[str, Any]) -> bytes:
     return (_encode(record) + "\n").encode()
+
+
+def _task_line(task: TaskEnd) -> bytes:
+    """``_line(task_to_data(task))``, built by hand like an outcome's line: it is
+    written once per task, and a record holds only strings, numbers and ``None``."""
+    fields = ['{"t":"ht"']
+    for key, value in zip(_TASK_KEYS, task, strict=True):
+        if value is None:  # left out, as task_to_data does
+            continue
+        fields.append(key)
+        fields.append(_json(value))
+    fields.append("}\n")
+    return "".join(fields).encode()
+
+
+_TASK_KEYS = [f',"{name}":' for name in TaskEnd._fields]
 
 
 _TOO_LONG = object()  # stands for an int too long to convert in a line being read
