@@ -150,17 +150,22 @@ class Graph:
     def __init__(self, tasks: Sequence[Task[..., Any]]):
         self.tasks = list(tasks)
         self.names = [t.name for t in self.tasks]
-        self.index = {name: i for i, name in enumerate(self.names)}
-        position = {t: i for i, t in enumerate(self.tasks)}
-        self.up: list[tuple[int, ...]] = [
-            tuple([position[u] for u in t._upstream]) for t in self.tasks
-        ]
-        down: list[list[int]] = [[] for _ in self.tasks]
-        for i, ups in enumerate(self.up):
+        # One int per task, shared by every structure here: past 256 an int is
+        # an object of its own, and each enumerate() would make them all again.
+        numbers = list(range(len(self.tasks)))
+        self.index = dict(zip(self.names, numbers, strict=True))
+        position = dict(zip(self.tasks, numbers, strict=True))
+        # Equal edge tuples are one object: a chain's (i,) is the upstream of
+        # i + 1 and the downstream of i - 1; a fan-out's tasks all share theirs.
+        same: dict[tuple[int, ...], tuple[int, ...]] = {}
+        one = same.setdefault
+        made = (tuple([position[u] for u in t._upstream]) for t in self.tasks)
+        self.up: list[tuple[int, ...]] = [one(edges, edges) for edges in made]
+        down: list[list[int]] = [[] for _ in numbers]
+        for i, ups in zip(numbers, self.up, strict=True):
             for u in ups:
                 down[u].append(i)
-        # Kept as lists, not copied into tuples: one object less per task.
-        self.down: list[Sequence[int]] = list(down)
+        self.down: list[Sequence[int]] = [one(d, d) for d in map(tuple, down)]
         self.has_async = any(t.is_async for t in self.tasks)
         self.has_map = any(t.is_map for t in self.tasks)
         self._run_parameters: list[tuple[int, tuple[tuple[str, bool], ...]]] | None = None
