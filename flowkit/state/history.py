@@ -336,10 +336,33 @@ class _Run:
 
     def __init__(self, head: RunHead):
         self.head = head
-        # Task records as plain tuples: the garbage collector stops tracking
-        # those (not named tuples), and a long history holds a great many.
+        # Task records as rows, by task name (see _row): plain tuples, which the
+        # garbage collector stops tracking (named tuples it does not), as small
+        # as they can be: a long history holds a great many.
         self.tasks: dict[str, tuple[Any, ...]] = {}
         self.end: RunEnd | None = None
+
+    def record(self, name: str, row: tuple[Any, ...]) -> TaskEnd:
+        """The :class:`TaskEnd` of the row kept for task ``name``."""
+        if len(row) == _SHORT:
+            return _new(TaskEnd, (self.head.run_id, name, *row, *_NO_DETAILS))
+        return _new(TaskEnd, (self.head.run_id, name, *row))
+
+    def records(self) -> list[TaskEnd]:
+        record = self.record
+        return [record(name, row) for name, row in self.tasks.items()]
+
+
+_new = tuple.__new__  # a named tuple's own __new__ is Python code
+# What a success leaves empty: cause, reason, error type, error and traceback.
+_NO_DETAILS: tuple[None, ...] = (None,) * 5
+_SHORT = len(TaskEnd._fields) - 2 - len(_NO_DETAILS)  # a row without them
+
+
+def _row(task: TaskEnd) -> tuple[Any, ...]:
+    """``task`` as an index keeps it: without its run id and name (the run's and
+    the key's), and without the empty fields a success ends with."""
+    return task[2:7] if task[7:] == _NO_DETAILS else task[2:]
 
 
 class HistoryIndex:
@@ -384,7 +407,7 @@ class HistoryIndex:
                 run = self._runs.get(task.run_id)
                 if run is None:
                     continue
-            run.tasks[task.name] = tuple(task)
+            run.tasks[task.name] = _row(task)
 
     def end(self, end: RunEnd) -> None:
         """Mark a run ended."""
@@ -413,7 +436,7 @@ class HistoryIndex:
         """Every retained record as a JSON object, in an order :meth:`apply` can replay."""
         for run in self._runs.values():
             yield head_to_data(run.head)
-            yield from (task_to_data(TaskEnd._make(t)) for t in run.tasks.values())
+            yield from map(task_to_data, run.records())
             if run.end is not None:
                 yield end_to_data(run.end)
 
@@ -446,21 +469,24 @@ class HistoryIndex:
         ids: Sequence[str] = list(self._runs) if dag is None else self._by_dag.get(dag, [])
         found: list[TaskEnd] = []
         for run_id in reversed(ids):
-            records = self._runs[run_id].tasks
+            run = self._runs[run_id]
             if name is None:
-                found.extend(map(TaskEnd._make, records.values()))
-            elif name in records:
-                found.append(TaskEnd._make(records[name]))
+                found.extend(run.records())
+            elif name in run.tasks:
+                found.append(run.record(name, run.tasks[name]))
         return found
 
     def durations(self, dag: str, runs: int) -> dict[str, float]:
         """:func:`medians` over the task records of the ``runs`` latest runs of ``dag``."""
         latest = self._by_dag.get(dag, [])[-runs:]
-        return medians(r for run_id in latest for r in self._runs[run_id].tasks.values())
+        return _medians(
+            (name, row[0], row[2])  # see _row
+            for run_id in latest for name, row in self._runs[run_id].tasks.items()
+        )
 
     @staticmethod
     def _view(run: _Run, *, tasks: bool) -> HistoryRun:
-        ends = list(map(TaskEnd._make, run.tasks.values())) if tasks else []
+        ends = run.records() if tasks else []
         return HistoryRun(run.head, ends, run.end)
 
 
@@ -544,11 +570,15 @@ def task_stats(records: Iterable[TaskEnd]) -> TaskStats:
     return TaskStats(count, failures, percentile(durations, 50), percentile(durations, 90))
 
 
-def medians(records: Iterable[Sequence[Any]]) -> dict[str, float]:
-    """Each task's median duration over its successful ``records``: :class:`TaskEnd`
-    records, or the plain tuples of their fields an index keeps (see ``_Run``)."""
+def medians(records: Iterable[TaskEnd]) -> dict[str, float]:
+    """Each task's median duration over its successful ``records``."""
+    return _medians((t[1], t[2], t[4]) for t in records)  # name, status, duration
+
+
+def _medians(records: Iterable[tuple[str, str, float | None]]) -> dict[str, float]:
+    """:func:`medians` of ``(name, status, duration)`` triples."""
     durations: dict[str, list[float]] = {}
-    for _, name, status, _, duration, *_ in records:
+    for name, status, duration in records:
         if status == "success" and duration is not None:
             durations.setdefault(name, []).append(duration)
     return {name: percentile(sorted(found), 50) for name, found in durations.items()}
