@@ -144,6 +144,9 @@ class Scheduler(StateMachine):
             if self.outbox:
                 calls, self.outbox = self.outbox, []
                 self.backend.submit_many(calls)
+                # Not kept through the waits: each call, its outcome with it, is
+                # freed once settled (a fan-out submits every branch at once).
+                del calls
             if self.unfinished:
                 self._wait()
 
