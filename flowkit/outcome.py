@@ -344,7 +344,9 @@ class TaskState:
         self.reason: str | None = None
         # One attempt is the common case: keep it alone, a list only for retries
         # (a list per task is a lot of objects for the garbage collector to visit).
-        self._history: Attempt | list[Attempt] | None = None
+        # A first attempt that succeeded is only its worker here: its times are
+        # started_at and finished_at (see add_first).
+        self._history: str | Attempt | list[Attempt] | None = None
         self.value: Any = None
         self.inputs: tuple[Any, ...] = ()
         self.cache_key: str | None = None
@@ -358,14 +360,28 @@ class TaskState:
     @property
     def history(self) -> list[Attempt]:
         """One :class:`Attempt` per attempt, in order (a new list on each access)."""
-        if self._history is None:
+        attempts = self._attempts()
+        if attempts is None:
             return []
-        if isinstance(self._history, Attempt):
-            return [self._history]
-        return list(self._history)
+        if isinstance(attempts, Attempt):
+            return [attempts]
+        return list(attempts)
+
+    def _attempts(self) -> Attempt | list[Attempt] | None:
+        if type(self._history) is str:  # see add_first
+            assert self.started_at is not None and self.finished_at is not None
+            return Attempt(1, self.started_at, self.finished_at, self._history, None)
+        return self._history  # type: ignore[return-value]
+
+    def add_first(self, started: float, ended: float, worker: str) -> None:
+        """Record the first attempt, which succeeded: what :meth:`add_attempt`
+        does, without making an :class:`Attempt` (``history`` makes it when read)."""
+        self.started_at, self.finished_at, self._history = started, ended, worker
 
     def add_attempt(self, attempt: Attempt) -> None:
         """Record an ended attempt."""
+        if type(self._history) is str:
+            self._history = self._attempts()
         self.finished_at = attempt.finished_at
         if self._history is None:
             self._history = attempt
@@ -373,7 +389,7 @@ class TaskState:
         elif isinstance(self._history, Attempt):
             self._history = [self._history, attempt]
         else:
-            self._history.append(attempt)
+            self._history.append(attempt)  # type: ignore[union-attr]
 
     @property
     def pool_waits(self) -> list[PoolWait]:

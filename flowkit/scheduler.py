@@ -353,8 +353,11 @@ class Scheduler(StateMachine):
                 self._decided(call.index, value)
                 return
             state.cache_key, value = value.cache_key, value.value
-        state.add_attempt(_new(Attempt, (call.attempt, outcome.started, outcome.ended,
-                                         outcome.worker, error)))
+        if error is None and call.attempt == 1:  # the common case: no Attempt object
+            state.add_first(outcome.started, outcome.ended, outcome.worker)
+        else:
+            state.add_attempt(_new(Attempt, (call.attempt, outcome.started, outcome.ended,
+                                             outcome.worker, error)))
         state.duration += outcome.ended - outcome.started
         if outcome.ok:
             state.value, state.error = value, None

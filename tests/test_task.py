@@ -674,6 +674,22 @@ def test_retries_until_success(tmp_path: Path, executor: str) -> None:
     assert clock.sleeps == [0.5, 1.0]
 
 
+def test_a_state_tells_each_attempt_and_their_total_duration(tmp_path: Path) -> None:
+    clock = FakeClock()
+    once = Task(noop, name="once")
+    twice = Task(functools.partial(flaky, tmp_path / "calls", 1), name="twice", retries=1)
+    run = flowkit.DAG([once, twice]).run(executor="sync", clock=clock, sleep=clock.sleep)
+    for name, count in (("once", 1), ("twice", 2)):
+        state = run.states[name]
+        assert [a.number for a in state.history] == list(range(1, count + 1))
+        assert state.history[-1].error is None and state.history[0].worker == "MainThread"
+        assert state.duration == sum(a.duration for a in state.history) >= 0
+        assert (state.started_at, state.finished_at) == (
+            state.history[0].started_at, state.history[-1].finished_at,
+        )
+    assert isinstance(run.states["twice"].history[0].error, ConnectionError)
+
+
 def jittered_sleeps(seed: int) -> list[float]:
     clock = FakeClock()
     t = Task(always_fails, name="fetch", retries=3, retry_delay=1.0, backoff=2.0, jitter=0.5)
