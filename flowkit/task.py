@@ -482,10 +482,10 @@ class Task(Generic[P, R]):
             if isinstance(fn, types.FunctionType)
             else inspect.iscoroutinefunction(fn)
         )
-        # In declaration order, without duplicates (see _depend_on); no edge yet
-        # shares one empty tuple, one edge is a list of one.
+        # In declaration order, without duplicates (see _depend_on): no edge or
+        # one in a tuple (the empty one is shared), more in a list.
         self._upstream: _Edges = ()
-        self._downstream: list[Task[..., Any]] | tuple[()] = ()
+        self._downstream: tuple[Task[..., Any], ...] | list[Task[..., Any]] = ()
         self._original: Task[..., Any] | None = None  # what a rewired() copy stands for
         self.__qualname__ = getattr(fn, "__qualname__", name)
         self.registry = registry if registry is not None else _default_registry()
@@ -529,22 +529,22 @@ class Task(Generic[P, R]):
     def _depend_on(self, other: Task[..., Any]) -> None:
         # Callers check the edge first (see _as_tasks), so a bad list wires nothing.
         ups = self._upstream
-        if not ups:
-            self._upstream = [other]
-        elif other in ups:  # a scan of a short list; past _SCAN, a dict (an ordered set)
+        if other in ups:  # a scan of a few; past _SCAN, a dict (an ordered set)
             return
-        elif type(ups) is dict:
+        if type(ups) is dict:
             ups[other] = None
-        elif len(ups) < _SCAN:
-            ups.append(other)  # type: ignore[union-attr]
-        else:
+        elif len(ups) >= _SCAN:
             self._upstream = dict.fromkeys([*ups, other])
+        elif type(ups) is list:
+            ups.append(other)
+        else:  # none, or one in a tuple: the second edge makes a list
+            self._upstream = [*ups, other] if ups else (other,)
         # No duplicates by construction: an edge is added once, when it is new upstream.
         down = other._downstream
-        if down:
+        if type(down) is list:
             down.append(self)
         else:
-            other._downstream = [self]
+            other._downstream = [*down, self] if down else (self,)
 
     # --- wiring ---------------------------------------------------------
     # ``a >> b`` returns ``b`` so chains read left to right; lists fan out/in.
@@ -625,7 +625,7 @@ def _itself(value: T) -> T:
     return value
 
 
-_Edges = tuple[()] | list[Task[..., Any]] | dict[Task[..., Any], None]
+_Edges = tuple[Task[..., Any], ...] | list[Task[..., Any]] | dict[Task[..., Any], None]
 # Upstream tasks past this many are kept in a dict, which finds a duplicate in one step.
 _SCAN = 8
 
