@@ -424,7 +424,6 @@ class _FromFunctionModule(str):
         return getattr(task.fn, "__module__", None) or __name__
 
 
-
 class Task(Generic[P, R]):
     """A function the scheduler can run, with its options and its place in the graph.
 
@@ -493,7 +492,6 @@ class Task(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
-
 
     @property
     def upstream(self) -> tuple[Task[..., Any], ...]:
