@@ -71,27 +71,23 @@ class StateMachine:
             elif i in self.waiting_since:  # it got its slot, or will never start
                 self._waited(i)
         state.status = status
-        hooks = self.events[status._value_]
-        if status is _RUNNING or status is _PENDING:
-            for hook in hooks:  # HookDispatcher.emit, inlined: this runs for every task
-                try:
-                    hook(self.ctx, state, *extra)
-                except Exception:
-                    self.hooks.report(hook, (self.ctx, state, *extra))
-            return
-        self.unfinished -= 1
-        self.ctx.done += 1
-        if status is _FAILED:
-            self.ctx.failed += 1
-            if self.first_failure is None:
-                self.first_failure = i
-        elif status is not _SUCCESS and status is not _CACHED:
-            state.value = None
-        for hook in hooks:
+        final = status is not _RUNNING and status is not _PENDING
+        if final:
+            self.unfinished -= 1
+            self.ctx.done += 1
+            if status is _FAILED:
+                self.ctx.failed += 1
+                if self.first_failure is None:
+                    self.first_failure = i
+            elif status is not _SUCCESS and status is not _CACHED:
+                state.value = None
+        for hook in self.events[status._value_]:  # HookDispatcher.emit, inlined: per task
             try:
-                hook(self.ctx, state)
+                hook(self.ctx, state, *extra)
             except Exception:
-                self.hooks.report(hook, (self.ctx, state))
+                self.hooks.report(hook, (self.ctx, state, *extra))
+        if not final:
+            return
         waiting, push = self.waiting, self.ready.push
         for d in self.down[i]:
             waiting[d] -= 1
