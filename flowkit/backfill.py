@@ -55,6 +55,7 @@ __all__ = [
 logger = logging.getLogger("flowkit.backfill")
 
 MAX_PARTITIONS = 100_000
+_SIGNAL_POLL = 0.2  # seconds: how late a Ctrl-C may be noticed, at worst
 """The most partitions one backfill takes (a typo in a range should not mean a billion runs)."""
 
 STATUSES = ("success", "failed", "interrupted", "skipped", "cancelled")
@@ -527,8 +528,7 @@ def _parallel(
         futures: list[cf.Future[None]] = []
         try:
             _queue_all(pool, work, len(plans), futures)
-            for future in cf.as_completed(futures):
-                future.result()
+            _wait_all(futures, raise_first=True)
         except KeyboardInterrupt:
             stop.set()
             try:  # a second Ctrl-C from here on stops the running partitions
@@ -539,12 +539,27 @@ def _parallel(
                     "interrupted: no new partition starts; waiting for the %d running "
                     "(interrupt again to stop them)", running,
                 )
-                cf.wait(futures)
+                _wait_all(futures)
             except KeyboardInterrupt:
                 for handle in handles:
                     handle.cancel()
-                cf.wait(futures)
+                _wait_all(futures)
             raise
+
+
+def _wait_all(futures: list[cf.Future[None]], *, raise_first: bool = False) -> None:
+    """Wait for every partition; with ``raise_first``, raise the first error at once.
+
+    The wait wakes up now and then: a Ctrl-C that arrives just as this thread
+    blocks can otherwise stay unnoticed (the interpreter runs signal handlers
+    only in the main thread, when it next runs Python code) until a partition ends.
+    """
+    pending: set[cf.Future[None]] = set(futures)
+    while pending:
+        done, pending = cf.wait(pending, _SIGNAL_POLL, cf.FIRST_COMPLETED)
+        if raise_first:
+            for future in done:
+                future.result()
 
 
 def _notify(hooks: Sequence[object], name: str, arg: object) -> None:
