@@ -697,6 +697,17 @@ def _line(record: dict[str, Any]) -> bytes:
 def _task_line(task: TaskEnd) -> bytes:
     """``_line(task_to_data(task))``, built by hand like an outcome's line: it is
     written once per task, and a record holds only strings, numbers and ``None``."""
+    run_id, name, status, attempts, duration, started, ended, *error = task
+    if (
+        type(duration) is float and type(started) is float and type(ended) is float
+        and type(attempts) is int and error == _NO_ERROR
+        and math.isfinite(duration + started + ended)  # each is finite: repr is their JSON
+    ):  # a task that ran and succeeded: nearly every line, in one piece
+        return (
+            f'{{"t":"ht","run_id":{_text(run_id)},"name":{_text(name)},'
+            f'"status":{_text(status)},"attempts":{attempts},"duration":{duration!r},'
+            f'"started":{started!r},"ended":{ended!r}}}\n'
+        ).encode()
     fields = ['{"t":"ht"']
     for key, value in zip(_TASK_KEYS, task, strict=True):
         if value is None:  # left out, as task_to_data does
@@ -708,6 +719,7 @@ def _task_line(task: TaskEnd) -> bytes:
 
 
 _TASK_KEYS = [f',"{name}":' for name in TaskEnd._fields]
+_NO_ERROR = [None] * (len(TaskEnd._fields) - TaskEnd._fields.index("cause"))
 
 
 _TOO_LONG = object()  # stands for an int too long to convert in a line being read
