@@ -122,23 +122,13 @@ def _bytecode_text(code: types.CodeType, doc: str | None) -> str:
 
 def task_version(task: Task[..., Any]) -> str:
     """What must not change for a recorded outcome to be restored: code and wiring."""
-    upstream = task.upstream
-    known = _versions.get(task)
-    if known is not None and known[0] == len(upstream):  # edges are only ever added
-        return known[1]
-    names = "\0".join(u.name for u in upstream)
+    names = "\0".join([u.name for u in task.upstream])
     # The condition and the trigger rule decide skips: changing them must
     # re-run a task that a previous run skipped.
     options = task.options
     when = "" if options.when is None else code_hash(options.when)
     text = f"{code_hash(task.fn)}\0{names}\0{when}\0{options.trigger}"
-    version = hashlib.sha256(text.encode()).hexdigest()[:32]
-    _versions[task] = (len(upstream), version)
-    return version
-
-
-# By task, with its number of upstream edges then; forgotten with the task.
-_versions: weakref.WeakKeyDictionary[Task[..., Any], tuple[int, str]] = weakref.WeakKeyDictionary()
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 # --- inputs ---------------------------------------------------------------------

@@ -99,7 +99,7 @@ class CacheInfo(NamedTuple):
 class _RunBook:
     """What the state manager remembers about a run in progress."""
 
-    __slots__ = ("dag", "pending", "restored", "run_id", "started")
+    __slots__ = ("dag", "pending", "restored", "run_id", "started", "versions")
 
     def __init__(self, dag: str, run_id: str):
         self.dag = dag
@@ -109,6 +109,16 @@ class _RunBook:
         # With an in-memory store, finished tasks wait here until something
         # reads their outcomes (see StateManager._flush).
         self.pending: list[TaskState] = []
+        # Each task's version (see task_version), worked out once for the run:
+        # its code and wiring cannot change while it runs.
+        self.versions: dict[Task[..., Any], str] = {}
+
+    def version(self, task: Task[..., Any]) -> str:
+        """``task_version(task)``, worked out once per run."""
+        version = self.versions.get(task)
+        if version is None:
+            version = self.versions[task] = task_version(task)
+        return version
 
 
 class StateManager:
@@ -560,7 +570,7 @@ class StateManager:
         ended: TaskEnd | None = None,
     ) -> None:
         outcome = Outcome(
-            book.dag, book.run_id, state.name, status.value, task_version(state.task),
+            book.dag, book.run_id, state.name, status.value, book.version(state.task),
             stored, payload if stored else None, now, key if stored else None,
         )
         with self._lock:
