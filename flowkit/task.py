@@ -327,7 +327,10 @@ class Signature:
         # Generated DAGs make many tasks of one function, and inspect.signature
         # costs several microseconds: they share one Signature, keyed by
         # everything it depends on (the code, and which parameters have defaults).
-        key = (fn.__code__, len(fn.__defaults__ or ()), frozenset(fn.__kwdefaults__ or ()))
+        defaults, keyword_defaults = fn.__defaults__, fn.__kwdefaults__
+        key: types.CodeType | tuple[types.CodeType, int, frozenset[str]] = fn.__code__
+        if defaults is not None or keyword_defaults is not None:  # else the code alone
+            key = (fn.__code__, len(defaults or ()), frozenset(keyword_defaults or ()))
         known = _SIGNATURES.get(key)
         if known is None:
             if len(_SIGNATURES) >= 4096:  # bound it: code can be generated without end
@@ -383,7 +386,8 @@ class Signature:
         return positional + tuple((n, n in self.required_keywords) for n in self.keyword_only)
 
 
-_SIGNATURES: dict[tuple[types.CodeType, int, frozenset[str]], Signature] = {}
+# By code, or by code and which parameters have defaults when some have.
+_SIGNATURES: dict[types.CodeType | tuple[types.CodeType, int, frozenset[str]], Signature] = {}
 
 
 _ABSENT: Any = object()
@@ -696,6 +700,8 @@ def _check_name(name: str) -> None:
     """Refuse the names flowkit keeps for its own records, which a task would collide with:
     lowercase words in angle brackets (run-level records such as ``<params>``;
     Python's ``<lambda>`` is fine) and ``name[3]`` (the items of a mapped task)."""
+    if name[-1] not in ">]":  # neither form: most names, decided without a pattern
+        return
     if _RESERVED_NAME.fullmatch(name) and name != "<lambda>":
         why = (
             "lowercase words in angle brackets are reserved for the records flowkit keeps "

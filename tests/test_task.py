@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import flowkit
-from flowkit import Status, Task, TaskDefinitionError, task
+from flowkit import DAG, DAGValidationError, Registry, Status, Task, TaskDefinitionError, task
 
 # --- module-level functions (importable by worker processes) -----------------
 
@@ -746,3 +746,25 @@ def test_attempts_is_zero_for_a_task_that_never_ran() -> None:
     assert states["a"].attempts == 1
     assert states["b"].attempts == 0
     assert states["b"].history == []
+
+
+@pytest.mark.parametrize("first", ["plain", "defaulted"])
+def test_functions_of_one_code_with_other_defaults_have_their_own_signature(first: str) -> None:
+    def make() -> Callable[..., Any]:
+        def load(a: int, b: int) -> tuple[int, int]:
+            return (a, b)
+
+        return load
+
+    plain, defaulted = make(), make()
+    defaulted.__defaults__ = (0,)  # the same code, but ``b`` is optional now
+    registry = Registry()
+    source = Task(lambda: 1, name="source", registry=registry)
+    fns = {"plain": plain, "defaulted": defaulted}
+    order = [first, "defaulted" if first == "plain" else "plain"]
+    tasks = {kind: Task(fns[kind], name=kind, registry=registry) for kind in order}
+    for t in tasks.values():
+        source >> t
+    assert DAG([tasks["defaulted"]], name="ok").run(executor="sync")["defaulted"] == (1, 0)
+    with pytest.raises(DAGValidationError, match="'plain' needs a value for its parameter 'b'"):
+        DAG([tasks["plain"]], name="bad").run(executor="sync")
