@@ -402,12 +402,13 @@ class HistoryIndex:
     def tasks(self, tasks: Iterable[TaskEnd]) -> None:
         """:meth:`task` for many records, typically of one run."""
         run: _Run | None = None
+        run_id = None
         for task in tasks:
-            if run is None or run.head.run_id != task.run_id:
-                run = self._runs.get(task.run_id)
-                if run is None:
-                    continue
-            run.tasks[task.name] = _row(task)
+            if task[0] != run_id:
+                run_id = task.run_id
+                run = self._runs.get(run_id)
+            if run is not None:  # _row(task), inline: this runs once per task
+                run.tasks[task[1]] = task[2:7] if task[7:] == _NO_DETAILS else task[2:]
 
     def end(self, end: RunEnd) -> None:
         """Mark a run ended."""
