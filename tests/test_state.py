@@ -787,6 +787,27 @@ def test_a_foreign_or_damaged_database_raises_state_error(tmp_path: Path) -> Non
     assert str(garbage) in str(error.value)
 
 
+def test_a_database_not_yet_in_wal_mode_waits_for_another_writer(tmp_path: Path) -> None:
+    # As while two connections open a new database: one writes while it is not
+    # yet in WAL mode. SQLite refuses the switch at once, without its busy wait.
+    path = tmp_path / "state.db"
+    DAG([Task(lambda: 1, name="a")], name="x").run(executor="sync", state=StateManager(path))
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("PRAGMA journal_mode = DELETE")
+        other.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.5, other.execute, ["ROLLBACK"])
+        release.start()
+        records = StateManager(path).runs()
+        release.join()
+    finally:
+        other.close()
+    assert [r.dag_name for r in records] == ["x"]
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
 def test_a_missing_directory_raises_state_error(file_backend: str, tmp_path: Path) -> None:
     path = tmp_path / "no" / "such" / SUFFIX[file_backend]
     with pytest.raises(StateError, match="directory exists"):

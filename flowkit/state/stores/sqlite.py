@@ -29,6 +29,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -310,10 +311,31 @@ class SQLiteStore(Store):
                         db.execute("ROLLBACK")
                     raise
             self._check_identity(db, app_id)
-            db.execute("PRAGMA journal_mode = WAL")
+            self._use_wal(db)
             db.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
+
+    def _use_wal(self, db: sqlite3.Connection) -> None:
+        """Put the database in WAL mode (once: the mode is kept in the file).
+
+        While another connection writes to a database not yet in WAL mode (a new
+        one, being made by two connections at a time), SQLite refuses the switch
+        at once, without the busy wait that ``timeout`` gives every other
+        statement. So wait here as that busy wait would, until the switch is made
+        (here or by the other connection) or ``timeout`` has passed.
+        """
+        deadline = time.monotonic() + self.timeout
+        delay = 0.001
+        while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                return  # a file system without WAL keeps the mode it has
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def _check_identity(self, db: sqlite3.Connection, app_id: int) -> None:
         """Refuse a database of another application, or of another schema version."""
