@@ -808,6 +808,35 @@ def test_a_database_not_yet_in_wal_mode_waits_for_another_writer(tmp_path: Path)
     db.close()
 
 
+def _locks_on(path: Path) -> list[str]:
+    """This process's POSIX locks on ``path``'s file, as ``/proc/locks`` lists them."""
+    info = os.stat(path)
+    inode = f":{info.st_ino}"
+    lines = Path("/proc/locks").read_text().splitlines()
+    return sorted(
+        " ".join(fields[3:4] + fields[6:]) for fields in map(str.split, lines)
+        if fields[1] == "POSIX" and fields[4] == str(os.getpid()) and fields[5].endswith(inode)
+    )
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/locks"), reason="lists locks through /proc")
+def test_opening_a_database_keeps_the_locks_of_other_connections_to_it(tmp_path: Path) -> None:
+    # Closing any descriptor of a file drops every POSIX lock the process holds
+    # on it: a store must never open and close the database file beside SQLite.
+    path = tmp_path / "state.db"
+    DAG([Task(lambda: 1, name="a")], name="x").run(executor="sync", state=StateManager(path))
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        held = _locks_on(path)
+        assert held  # the reading transaction's shared lock
+        assert [r.dag_name for r in StateManager(path).runs()] == ["x"]
+        assert _locks_on(path) == held
+    finally:
+        reader.close()
+
+
 def test_a_missing_directory_raises_state_error(file_backend: str, tmp_path: Path) -> None:
     path = tmp_path / "no" / "such" / SUFFIX[file_backend]
     with pytest.raises(StateError, match="directory exists"):

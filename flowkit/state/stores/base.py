@@ -123,6 +123,29 @@ def open_state(path: str, *, write: bool, shown: str, kind: str) -> int | None:
     return fd
 
 
+def create_private(path: str, *, kind: str) -> None:
+    """Create ``path`` empty and private (0600) if nothing is there; an existing
+    file is only checked to be a regular one, never opened.
+
+    For a file another library opens itself (SQLite): closing a descriptor of
+    a file drops every POSIX lock this process holds on it, those of the
+    library's other connections to it included.
+
+    Raises:
+        StateError: naming ``path`` and what to do.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS | os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        check_path(path, kind=kind)
+        return
+    except ValueError as exc:  # a NUL byte in the path
+        raise StateError(f"invalid {kind} path {path!r}: {exc}", path=path) from exc
+    except OSError as exc:
+        raise _cannot_open(exc, path, kind) from exc
+    os.close(fd)  # new and empty: no connection to it can hold a lock yet
+
+
 def _cannot_open(exc: OSError, shown: str, kind: str) -> StateError:
     advice = (
         "Check that you may read it." if isinstance(exc, PermissionError)

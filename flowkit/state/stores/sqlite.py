@@ -53,12 +53,12 @@ from flowkit.state.stores.base import (
     Outcome,
     Store,
     check_path,
+    create_private,
     is_size,
     is_status,
     is_text,
     is_time,
     is_ttl,
-    open_state,
     shown,
 )
 
@@ -235,8 +235,12 @@ class SQLiteStore(Store):
         db = None if write or self._may_write() else self._connect_readonly()
         if db is None:
             # Create it ourselves, private: SQLite would use the umask.
-            fd = open_state(self.path, write=True, shown=self.path, kind="state database")
-            os.close(fd)  # type: ignore[arg-type]
+            create_private(self.path, kind="state database")
+            if not os.access(self.path, os.W_OK):  # SQLite would open it read-only
+                raise StateError(
+                    f"cannot open state database {self.path!r}: it is not writable. "
+                    "Check that you may write it.", path=self.path,
+                )
             db = sqlite3.connect(
                 self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
             )
