@@ -26,7 +26,7 @@ BATCH_BELOW_SECONDS = 0.01
 the calling process spends about 0.2-0.3 ms per call sent alone, which on a
 machine with as many workers as cores is taken from the workers."""
 
-BATCH_SECONDS = 0.05
+BATCH_SECONDS = 0.1
 """About how many seconds of expected work one batch holds."""
 
 MAX_BATCH = 64

@@ -30,6 +30,8 @@ def work(item: Any) -> int:
     number = int(item)
     if "sleep" in FAIL:
         time.sleep(float(FAIL["sleep"]))
+    if FAIL.get("slow") == str(number):
+        time.sleep(0.05)  # longer than BATCH_BELOW_SECONDS
     note = Path(FAIL["dir"]) / f"ran-{number}" if "dir" in FAIL else None
     if note is not None:
         first = not note.exists()
@@ -154,6 +156,18 @@ def test_fail_fast_cancels_what_did_not_run(batches: list[int], tmp_path: Path) 
     ran = {int(p.name.removeprefix("ran-")) for p in tmp_path.glob("ran-*")}
     assert not ran & set(cancelled)  # a cancelled item was never called
     assert {k for k, s in statuses.items() if s is Status.SUCCESS} <= ran
+
+
+def test_a_longer_call_joins_a_batch_while_it_has_room(batches: list[int]) -> None:
+    dag = DAG([work_each], name="mixed", state=StateManager())
+    FAIL["slow"] = "5"
+    learned(dag, 40)
+    assert dag.state.expected_durations("mixed")[f"{work_each.name}[5]"] >= 0.01
+    run = dag.run(executor="process", max_workers=2)
+    # Every call travelled in a batch, item 5 too (it used to go alone, and
+    # the pool drained before it was sent).
+    assert sum(sizes_in(FAIL["sizes"])) == 41
+    assert run[work_each.name] == [k * k for k in range(40)]
 
 
 def test_calls_with_a_timeout_travel_alone(batches: list[int]) -> None:

@@ -291,9 +291,10 @@ class ProcessBackend(FutureBackend):
     (:func:`~flowkit.worker.call_batch`), as ``Pool.map(chunksize=...)`` does,
     each call still settling its own outcome. A batch holds about
     ``BATCH_SECONDS`` of expected work (at most ``MAX_BATCH`` calls, and no
-    more than an even share of what waits), so the pool keeps two batches per
+    more than an even share of what waits; a call of a longer task with a
+    recorded duration may end it), so the pool keeps two batches per
     worker (one running, one queued) and the backend declares a capacity to
-    match. Calls with a timeout always travel alone. What a batch costs under
+    match. Calls with a timeout always travel alone, once a worker is free. What a batch costs under
     fail-fast: a batch the pool has taken runs to its end (a process cannot be
     told to skip the rest), so at most a few batches' calls run after a failure.
     """
@@ -309,7 +310,9 @@ class ProcessBackend(FutureBackend):
         self._gate = threading.Lock()  # the scheduler and the pool's thread both count
         self._in_pool = 0  # submissions (single calls or batches) the pool holds
         self._limit = max_workers  # how many it may hold with batches
-        self._short: dict[str, float] = {}  # task -> expected seconds, for the batchable
+        # Task -> expected seconds, once some task is short enough for batches
+        # (empty: every call travels alone).
+        self._seconds: dict[str, float] = {}
         self._alone: set[Call] = set()  # calls a batch could not carry: sent alone
         self._backlog: collections.deque[Call] = collections.deque()
 
@@ -322,12 +325,14 @@ class ProcessBackend(FutureBackend):
                                       initializer=exit_with_parent, initargs=(driver,))
 
     def expect(self, durations: Mapping[str, float]) -> int | None:
-        short = {name: max(seconds, 1e-6) for name, seconds in durations.items()
-                 if seconds < _settings.BATCH_BELOW_SECONDS}
+        short = [seconds for seconds in durations.values()
+                 if seconds < _settings.BATCH_BELOW_SECONDS]
         if short:
-            self._short = short
+            # Batches on: a call of any task with a recorded duration may join
+            # one while it has room (a long one ends it).
+            self._seconds = {name: max(seconds, 1e-6) for name, seconds in durations.items()}
             self._limit = 2 * self.max_workers
-            self.capacity = self._limit * self._fits(min(short.values()))
+            self.capacity = self._limit * self._fits(max(min(short), 1e-6))
         return self.capacity
 
     def _fits(self, seconds: float) -> int:
@@ -338,7 +343,7 @@ class ProcessBackend(FutureBackend):
         """``call``'s expected seconds if it may travel in a batch, else ``None``."""
         if call.task.options.timeout is not None or call in self._alone:
             return None
-        return self._short.get(call.ctx.task)
+        return self._seconds.get(call.ctx.task)
 
     def submit(self, call: Call) -> None:
         self._backlog.append(call)
@@ -350,11 +355,14 @@ class ProcessBackend(FutureBackend):
     def _top_up(self) -> None:
         backlog = self._backlog
         while backlog:
-            batchable = self._short and self._expected(backlog[0]) is not None
+            head = backlog[0]
+            batchable = self._seconds and self._expected(head) is not None
+            # A call with a timeout waits for a free worker: its start (and its
+            # deadline) is then when it is sent. Others may wait in the pool's
+            # queue as batches do, so that the workers never wait for them.
+            queued = self._seconds and head.task.options.timeout is None
             with self._gate:
-                # A call sent alone waits for a free worker: its start (and its
-                # deadline) is then when it is sent.
-                if self._in_pool >= (self._limit if batchable else self.max_workers):
+                if self._in_pool >= (self._limit if queued else self.max_workers):
                     return
                 self._in_pool += 1
                 share = -(-len(backlog) // (self._limit - self._in_pool + 1))
