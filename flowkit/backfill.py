@@ -21,6 +21,7 @@ import datetime as dt
 import itertools
 import json
 import logging
+import queue
 import signal
 import threading
 import time
@@ -55,8 +56,9 @@ __all__ = [
 logger = logging.getLogger("flowkit.backfill")
 
 MAX_PARTITIONS = 100_000
-_SIGNAL_POLL = 0.2  # seconds: how late a Ctrl-C may be noticed, at worst
 """The most partitions one backfill takes (a typo in a range should not mean a billion runs)."""
+
+_SIGNAL_POLL = 0.2  # seconds: how late a Ctrl-C may be noticed, at worst
 
 STATUSES = ("success", "failed", "interrupted", "skipped", "cancelled")
 
@@ -552,14 +554,22 @@ def _wait_all(futures: list[cf.Future[None]], *, raise_first: bool = False) -> N
 
     The wait wakes up now and then: a Ctrl-C that arrives just as this thread
     blocks can otherwise stay unnoticed (the interpreter runs signal handlers
-    only in the main thread, when it next runs Python code) until a partition ends.
+    only in the main thread, when it next runs Python code) until a partition
+    ends. Each partition reports its end once, so the whole wait is linear in
+    their number.
     """
-    pending: set[cf.Future[None]] = set(futures)
-    while pending:
-        done, pending = cf.wait(pending, _SIGNAL_POLL, cf.FIRST_COMPLETED)
+    ended: queue.SimpleQueue[cf.Future[None]] = queue.SimpleQueue()
+    for future in futures:
+        future.add_done_callback(ended.put)
+    left = len(futures)
+    while left:
+        try:
+            future = ended.get(timeout=_SIGNAL_POLL)
+        except queue.Empty:
+            continue
+        left -= 1
         if raise_first:
-            for future in done:
-                future.result()
+            future.result()
 
 
 def _notify(hooks: Sequence[object], name: str, arg: object) -> None:
