@@ -21,8 +21,9 @@ Assign a new value to change the threshold."""
 
 
 BATCH_BELOW_SECONDS = 0.01
-"""On ``executor="process"``, calls of a task whose recorded median duration
-(the run history of a state) is below this travel to the workers in batches:
+"""On ``executor="process"``, once some task's recorded median duration (the
+run history of a state) is below this, calls travel to the workers in batches
+(those of longer tasks too, while they fit in one; see ``BATCH_SECONDS``):
 the calling process spends about 0.2-0.3 ms per call sent alone, which on a
 machine with as many workers as cores is taken from the workers."""
 

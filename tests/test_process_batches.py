@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import flowkit.backends.futures as futures
+import flowkit.executors as executors
 from flowkit import DAG, StateManager, Status, TaskExecutionError, task
 from flowkit.worker import call_batch
 
@@ -83,9 +84,12 @@ def noting_batch(
     calls: list[tuple[Callable[..., Any], tuple[Any, ...], Mapping[str, Any], tuple[str, ...]]],
     pickle_only: bool = False,
 ) -> list[tuple[Any, ...]]:
-    """call_batch, noting each batch's size in the directory FAIL["sizes"]."""
+    """call_batch, noting each batch's size in the directory FAIL["sizes"], and
+    its items' first inputs in FAIL["sizes"]/items."""
     with open(Path(FAIL["sizes"]) / f"{os.getpid()}", "a") as out:
         out.write(f"{len(calls)}\n")
+    with open(Path(FAIL["sizes"]) / "items" / f"{os.getpid()}", "a") as out:
+        out.write(" ".join(str(args[0]) if args else "-" for _, args, _, _ in calls) + "\n")
     return call_batch(calls, pickle_only)
 
 
@@ -93,7 +97,7 @@ def noting_batch(
 def batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The sizes of the batches sent (read after the run)."""
     sizes_dir = tmp_path / "sizes"
-    sizes_dir.mkdir()
+    (sizes_dir / "items").mkdir(parents=True)
     FAIL.clear()
     FAIL["sizes"] = str(sizes_dir)
     monkeypatch.setattr(futures, "call_batch", noting_batch)
@@ -104,7 +108,14 @@ def batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[in
 
 
 def sizes_in(directory: str) -> list[int]:
-    return [int(n) for f in Path(directory).iterdir() for n in f.read_text().split()]
+    return [int(n) for f in Path(directory).iterdir() if f.is_file()
+            for n in f.read_text().split()]
+
+
+def batches_sent() -> list[list[str]]:
+    """Each batch sent, as its items' first inputs."""
+    return [line.split() for f in (Path(FAIL["sizes"]) / "items").iterdir()
+            for line in f.read_text().splitlines()]
 
 
 def learned(dag: DAG, count: int) -> None:
@@ -158,15 +169,24 @@ def test_fail_fast_cancels_what_did_not_run(batches: list[int], tmp_path: Path) 
     assert {k for k, s in statuses.items() if s is Status.SUCCESS} <= ran
 
 
-def test_a_longer_call_joins_a_batch_while_it_has_room(batches: list[int]) -> None:
+def test_a_longer_call_joins_a_batch_if_it_fits(
+    batches: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     dag = DAG([work_each], name="mixed", state=StateManager())
     FAIL["slow"] = "5"
     learned(dag, 40)
-    assert dag.state.expected_durations("mixed")[f"{work_each.name}[5]"] >= 0.01
+    assert 0.01 <= dag.state.expected_durations("mixed")[f"{work_each.name}[5]"] < 0.1
     run = dag.run(executor="process", max_workers=2)
-    # Every call travelled in a batch, item 5 too (it used to go alone, and
-    # the pool drained before it was sent).
-    assert sum(sizes_in(FAIL["sizes"])) == 41
+    # Item 5 (about 50 ms, longer than BATCH_BELOW_SECONDS) shared a batch
+    # with short items: it used to go alone, the pool drained before it.
+    assert [len(b) > 1 for b in batches_sent() if "5" in b] == [True]
+    assert run[work_each.name] == [k * k for k in range(40)]
+    # A call longer than a whole batch travels alone: no result waits behind it.
+    monkeypatch.setattr(executors, "BATCH_SECONDS", 0.02)
+    for found in (Path(FAIL["sizes"]) / "items").iterdir():
+        found.unlink()
+    run = dag.run(executor="process", max_workers=2)
+    assert not [b for b in batches_sent() if "5" in b]
     assert run[work_each.name] == [k * k for k in range(40)]
 
 

@@ -291,10 +291,11 @@ class ProcessBackend(FutureBackend):
     (:func:`~flowkit.worker.call_batch`), as ``Pool.map(chunksize=...)`` does,
     each call still settling its own outcome. A batch holds about
     ``BATCH_SECONDS`` of expected work (at most ``MAX_BATCH`` calls, and no
-    more than an even share of what waits; a call of a longer task with a
-    recorded duration may end it), so the pool keeps two batches per
-    worker (one running, one queued) and the backend declares a capacity to
-    match. Calls with a timeout always travel alone, once a worker is free. What a batch costs under
+    more than an even share of what waits); once batches are on, a call of a
+    longer task joins one if it fits in what is left. The pool keeps two
+    batches per worker (one running, one queued) and the backend declares a
+    capacity to match. Calls with a timeout, and calls expected to take longer
+    than a batch, travel alone, once a worker is free. What a batch costs under
     fail-fast: a batch the pool has taken runs to its end (a process cannot be
     told to skip the rest), so at most a few batches' calls run after a failure.
     """
@@ -328,8 +329,8 @@ class ProcessBackend(FutureBackend):
         short = [seconds for seconds in durations.values()
                  if seconds < _settings.BATCH_BELOW_SECONDS]
         if short:
-            # Batches on: a call of any task with a recorded duration may join
-            # one while it has room (a long one ends it).
+            # Batches on: a call of any task with a recorded duration joins one
+            # while it fits in what the batch has left.
             self._seconds = {name: max(seconds, 1e-6) for name, seconds in durations.items()}
             self._limit = 2 * self.max_workers
             self.capacity = self._limit * self._fits(max(min(short), 1e-6))
@@ -340,10 +341,15 @@ class ProcessBackend(FutureBackend):
         return max(1, min(_settings.MAX_BATCH, int(_settings.BATCH_SECONDS / seconds)))
 
     def _expected(self, call: Call) -> float | None:
-        """``call``'s expected seconds if it may travel in a batch, else ``None``."""
+        """``call``'s expected seconds if it may travel in a batch, else ``None``.
+
+        Only a call that fits in one batch may: one expected to take longer
+        than ``BATCH_SECONDS`` travels alone, once a worker is free.
+        """
         if call.task.options.timeout is not None or call in self._alone:
             return None
-        return self._seconds.get(call.ctx.task)
+        seconds = self._seconds.get(call.ctx.task)
+        return seconds if seconds is not None and seconds <= _settings.BATCH_SECONDS else None
 
     def submit(self, call: Call) -> None:
         self._backlog.append(call)
@@ -355,14 +361,12 @@ class ProcessBackend(FutureBackend):
     def _top_up(self) -> None:
         backlog = self._backlog
         while backlog:
-            head = backlog[0]
-            batchable = self._seconds and self._expected(head) is not None
-            # A call with a timeout waits for a free worker: its start (and its
-            # deadline) is then when it is sent. Others may wait in the pool's
-            # queue as batches do, so that the workers never wait for them.
-            queued = self._seconds and head.task.options.timeout is None
+            batchable = self._expected(backlog[0]) is not None
             with self._gate:
-                if self._in_pool >= (self._limit if queued else self.max_workers):
+                # A call sent alone waits for a free worker: its start (and its
+                # deadline) is then when it is sent, and after a failure
+                # (fail-fast) no call of it waits in the pool to start.
+                if self._in_pool >= (self._limit if batchable else self.max_workers):
                     return
                 self._in_pool += 1
                 share = -(-len(backlog) // (self._limit - self._in_pool + 1))
@@ -375,9 +379,9 @@ class ProcessBackend(FutureBackend):
         """The batchable calls at the head of the backlog, about ``BATCH_SECONDS`` of them."""
         backlog, batch = self._backlog, list[Call]()
         budget = _settings.BATCH_SECONDS
-        while backlog and len(batch) < min(share, _settings.MAX_BATCH) and budget > 0:
+        while backlog and len(batch) < min(share, _settings.MAX_BATCH):
             seconds = self._expected(backlog[0])
-            if seconds is None:
+            if seconds is None or seconds > budget:  # it would hold the others back
                 break
             batch.append(backlog.popleft())
             budget -= seconds
