@@ -798,8 +798,10 @@ def test_a_database_not_yet_in_wal_mode_waits_for_another_writer(tmp_path: Path)
         other.execute("BEGIN IMMEDIATE")
         release = threading.Timer(0.5, other.execute, ["ROLLBACK"])
         release.start()
-        records = StateManager(path).runs()
-        release.join()
+        try:
+            records = StateManager(path).runs()
+        finally:
+            release.join()
     finally:
         other.close()
     assert [r.dag_name for r in records] == ["x"]
@@ -835,6 +837,15 @@ def test_opening_a_database_keeps_the_locks_of_other_connections_to_it(tmp_path:
         assert _locks_on(path) == held
     finally:
         reader.close()
+
+
+def test_a_database_behind_a_symlink_to_a_new_file_is_created_there(tmp_path: Path) -> None:
+    (tmp_path / "target").mkdir()
+    link = tmp_path / "state.db"
+    link.symlink_to(tmp_path / "target" / "state.db")  # dangling until the first run
+    DAG([Task(lambda: 1, name="a")], name="x").run(executor="sync", state=StateManager(link))
+    assert [r.dag_name for r in StateManager(link).runs()] == ["x"]
+    assert stat.S_IMODE(os.stat(tmp_path / "target" / "state.db").st_mode) == 0o600
 
 
 def test_a_missing_directory_raises_state_error(file_backend: str, tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ class SQLiteStore(Store):
         if db is None:
             # Create it ourselves, private: SQLite would use the umask.
             create_private(self.path, kind="state database")
-            if not os.access(self.path, os.W_OK):  # SQLite would open it read-only
+            if not _writable(self.path):  # SQLite would open it read-only
                 raise StateError(
                     f"cannot open state database {self.path!r}: it is not writable. "
                     "Check that you may write it.", path=self.path,
@@ -774,3 +774,11 @@ def _collect(db: sqlite3.Connection) -> None:
         "DELETE FROM blobs WHERE hash NOT IN (SELECT blob FROM cache) "
         "AND hash NOT IN (SELECT blob FROM outcomes WHERE blob IS NOT NULL)"
     )
+
+
+def _writable(path: str) -> bool:
+    """Whether this process may write ``path`` (with its effective user, where
+    the platform can tell: a setuid program's own rights)."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, os.W_OK, effective_ids=True)
+    return os.access(path, os.W_OK)
