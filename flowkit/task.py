@@ -322,7 +322,10 @@ class Signature:
 
     @classmethod
     def of(cls, fn: Callable[..., Any]) -> Signature:
-        if not isinstance(fn, types.FunctionType):
+        if not isinstance(fn, types.FunctionType) or fn.__dict__:
+            # Not a plain function, or one whose signature may be another's: the
+            # wrappers of one decorator share their code, and inspect.signature
+            # follows each one's __wrapped__ (or __signature__).
             return cls._read(fn)
         # Generated DAGs make many tasks of one function, and inspect.signature
         # costs several microseconds: they share one Signature, keyed by

@@ -768,3 +768,27 @@ def test_functions_of_one_code_with_other_defaults_have_their_own_signature(firs
     assert DAG([tasks["defaulted"]], name="ok").run(executor="sync")["defaulted"] == (1, 0)
     with pytest.raises(DAGValidationError, match="'plain' needs a value for its parameter 'b'"):
         DAG([tasks["plain"]], name="bad").run(executor="sync")
+
+
+def test_wrappers_of_one_decorator_each_have_the_signature_they_wrap() -> None:
+    def logged(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    @logged
+    def one(x: int) -> int:
+        return x
+
+    @logged
+    def two(x: int, y: int) -> int:
+        return x + y
+
+    registry = Registry()
+    a, b = (Task(lambda: 1, name=n, registry=registry) for n in ("a", "b"))
+    first, second = Task(one, registry=registry), Task(two, registry=registry)
+    a >> first
+    [a, b] >> second
+    assert DAG([first, second], name="wrapped").run(executor="sync")["two"] == 2
