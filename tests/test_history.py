@@ -605,6 +605,8 @@ def test_expected_durations_follow_the_latest_runs(backend: str, tmp_path: Path)
         TaskEnd("r1", "huge", "success", 1, float("inf"), 1.0, 1e308, None, None, None, None,
                 None),
         TaskEnd("r1", "whole", "success", 1, 0.5, 1, 1.5, None, None, None, None, None),
+        TaskEnd("r1", "tiny", "success", 1, -0.0, 5e-324, 1e16, None, None, None, None, None),
+        TaskEnd("r1", "vast", "success", 1, 1e308, 1e308, 1e308, None, None, None, None, None),
         TaskEnd("r1", "skip", "skipped", 0, None, None, None, "cond",
                 "its when= condition was false", None, None, None),
         TaskEnd("r1", "bad \u00e9\u4e2d \"q\"\n", "failed", 3, float("nan"), 1.0, 2, None, None,

@@ -336,7 +336,7 @@ class _Run:
 
     def __init__(self, head: RunHead):
         self.head = head
-        # Task records as rows, by task name (see _row): plain tuples, which the
+        # Task records as rows, by task name (see HistoryIndex.tasks): plain tuples, which the
         # garbage collector stops tracking (named tuples it does not), as small
         # as they can be: a long history holds a great many.
         self.tasks: dict[str, tuple[Any, ...]] = {}
@@ -358,11 +358,6 @@ _new = tuple.__new__  # a named tuple's own __new__ is Python code
 _NO_DETAILS: tuple[None, ...] = (None,) * 5
 _SHORT = len(TaskEnd._fields) - 2 - len(_NO_DETAILS)  # a row without them
 
-
-def _row(task: TaskEnd) -> tuple[Any, ...]:
-    """``task`` as an index keeps it: without its run id and name (the run's and
-    the key's), and without the empty fields a success ends with."""
-    return task[2:7] if task[7:] == _NO_DETAILS else task[2:]
 
 
 class HistoryIndex:
@@ -407,7 +402,9 @@ class HistoryIndex:
             if task[0] != run_id:
                 run_id = task.run_id
                 run = self._runs.get(run_id)
-            if run is not None:  # _row(task), inline: this runs once per task
+            if run is not None:
+                # The row: the record without its run id and name (the run's
+                # and the key's), and without the empty fields a success ends with.
                 run.tasks[task[1]] = task[2:7] if task[7:] == _NO_DETAILS else task[2:]
 
     def end(self, end: RunEnd) -> None:
@@ -481,7 +478,7 @@ class HistoryIndex:
         """:func:`medians` over the task records of the ``runs`` latest runs of ``dag``."""
         latest = self._by_dag.get(dag, [])[-runs:]
         return _medians(
-            (name, row[0], row[2])  # see _row
+            (name, row[0], row[2])  # see HistoryIndex.tasks
             for run_id in latest for name, row in self._runs[run_id].tasks.items()
         )
 

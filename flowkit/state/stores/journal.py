@@ -701,6 +701,7 @@ def _task_line(task: TaskEnd) -> bytes:
     if (
         type(duration) is float and type(started) is float and type(ended) is float
         and type(attempts) is int and error == _NO_ERROR
+        and type(run_id) is str and type(name) is str and type(status) is str
         and math.isfinite(duration + started + ended)  # each is finite: repr is their JSON
     ):  # a task that ran and succeeded: nearly every line, in one piece
         return (
