@@ -532,8 +532,8 @@ def _parallel(
             _queue_all(pool, work, len(plans), futures)
             _wait_all(futures, raise_first=True)
         except KeyboardInterrupt:
-            stop.set()
             try:  # a second Ctrl-C from here on stops the running partitions
+                stop.set()
                 for future in futures:
                     future.cancel()
                 running = sum(not f.done() for f in futures)
@@ -543,6 +543,7 @@ def _parallel(
                 )
                 _wait_all(futures)
             except KeyboardInterrupt:
+                stop.set()
                 for handle in handles:
                     handle.cancel()
                 _wait_all(futures)
