@@ -548,6 +548,9 @@ def _parallel(
                     handle.cancel()
                 _wait_all(futures)
             raise
+        except BaseException:  # raised by a partition: the queued ones do not start
+            stop.set()
+            raise
 
 
 def _wait_all(futures: list[cf.Future[None]], *, raise_first: bool = False) -> None:
