@@ -336,16 +336,16 @@ class _Run:
 
     def __init__(self, head: RunHead):
         self.head = head
-        # Task records as rows, by task name (see HistoryIndex.tasks): plain tuples, which the
-        # garbage collector stops tracking (named tuples it does not), as small
-        # as they can be: a long history holds a great many.
+        # Task records as rows, by task name (see HistoryIndex.tasks): plain
+        # tuples, which the garbage collector stops tracking (named tuples it
+        # does not), as small as they can be: a long history holds a great many.
         self.tasks: dict[str, tuple[Any, ...]] = {}
         self.end: RunEnd | None = None
 
     def record(self, name: str, row: tuple[Any, ...]) -> TaskEnd:
         """The :class:`TaskEnd` of the row kept for task ``name``."""
         if len(row) == _SHORT:
-            return _new(TaskEnd, (self.head.run_id, name, *row, *_NO_DETAILS))
+            return _new(TaskEnd, (self.head.run_id, name, *row, *NO_DETAILS))
         return _new(TaskEnd, (self.head.run_id, name, *row))
 
     def records(self) -> list[TaskEnd]:
@@ -354,10 +354,10 @@ class _Run:
 
 
 _new = tuple.__new__  # a named tuple's own __new__ is Python code
-# What a success leaves empty: cause, reason, error type, error and traceback.
-_NO_DETAILS: tuple[None, ...] = (None,) * 5
-_SHORT = len(TaskEnd._fields) - 2 - len(_NO_DETAILS)  # a row without them
-
+NO_DETAILS: tuple[None, ...] = (None,) * 5
+"""What a :class:`TaskEnd` of a success leaves empty, ``task[7:]``: cause, reason,
+error type, error and traceback."""
+_SHORT = len(TaskEnd._fields) - 2 - len(NO_DETAILS)  # a row without them
 
 
 class HistoryIndex:
@@ -405,7 +405,7 @@ class HistoryIndex:
             if run is not None:
                 # The row: the record without its run id and name (the run's
                 # and the key's), and without the empty fields a success ends with.
-                run.tasks[task[1]] = task[2:7] if task[7:] == _NO_DETAILS else task[2:]
+                run.tasks[task[1]] = task[2:7] if task[7:] == NO_DETAILS else task[2:]
 
     def end(self, end: RunEnd) -> None:
         """Mark a run ended."""

@@ -44,6 +44,7 @@ from typing import Any
 
 from flowkit.exceptions import StateError
 from flowkit.state.history import (
+    NO_DETAILS,
     HistoryIndex,
     HistoryRun,
     RunEnd,
@@ -697,10 +698,10 @@ def _line(record: dict[str, Any]) -> bytes:
 def _task_line(task: TaskEnd) -> bytes:
     """``_line(task_to_data(task))``, built by hand like an outcome's line: it is
     written once per task, and a record holds only strings, numbers and ``None``."""
-    run_id, name, status, attempts, duration, started, ended, *error = task
+    run_id, name, status, attempts, duration, started, ended = task[:7]
     if (
         type(duration) is float and type(started) is float and type(ended) is float
-        and type(attempts) is int and error == _NO_ERROR
+        and type(attempts) is int and task[7:] == NO_DETAILS
         and type(run_id) is str and type(name) is str and type(status) is str
         and math.isfinite(duration + started + ended)  # each is finite: repr is their JSON
     ):  # a task that ran and succeeded: nearly every line, in one piece
@@ -720,7 +721,6 @@ def _task_line(task: TaskEnd) -> bytes:
 
 
 _TASK_KEYS = [f',"{name}":' for name in TaskEnd._fields]
-_NO_ERROR = [None] * (len(TaskEnd._fields) - TaskEnd._fields.index("cause"))
 
 
 _TOO_LONG = object()  # stands for an int too long to convert in a line being read
