@@ -138,25 +138,19 @@ def create_private(path: str, *, kind: str) -> None:
     """
     flags = _OPEN_FLAGS | os.O_RDWR | os.O_CREAT
     try:
-        fd = os.open(path, flags | os.O_EXCL, 0o600)
-    except FileExistsError:
-        if os.path.exists(path):
-            check_path(path, kind=kind)
-            return
-        # A symlink to a file yet to be made: make it (new, so nothing holds a lock on it).
-        fd = _create_through_link(path, flags, kind)
+        try:
+            fd = os.open(path, flags | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if os.path.exists(path):
+                check_path(path, kind=kind)
+                return
+            # A symlink to a file yet to be made: make it (new, so nothing holds a lock on it).
+            fd = os.open(path, flags, 0o600)
     except ValueError as exc:  # a NUL byte in the path
         raise StateError(f"invalid {kind} path {path!r}: {exc}", path=path) from exc
     except OSError as exc:
         raise _cannot_open(exc, path, kind) from exc
     os.close(fd)  # new and empty: no connection to it can hold a lock yet
-
-
-def _create_through_link(path: str, flags: int, kind: str) -> int:
-    try:
-        return os.open(path, flags, 0o600)
-    except OSError as exc:
-        raise _cannot_open(exc, path, kind) from exc
 
 
 def _cannot_open(exc: OSError, shown: str, kind: str) -> StateError:

@@ -256,7 +256,7 @@ class SQLiteStore(Store):
     def _may_write(self) -> bool:
         try:
             directory = os.path.dirname(os.path.abspath(self.path))
-            return os.access(self.path, os.W_OK) and os.access(directory, os.W_OK)
+            return _writable(self.path) and _writable(directory)
         except ValueError:  # a NUL byte: reported by the writer's path
             return True
 
@@ -777,8 +777,8 @@ def _collect(db: sqlite3.Connection) -> None:
 
 
 def _writable(path: str) -> bool:
-    """Whether this process may write ``path`` (with its effective user, where
-    the platform can tell: a setuid program's own rights)."""
+    """Whether this process may write ``path`` (a file, or in a directory), with its
+    effective user where the platform can tell: a setuid program's own rights."""
     if os.access in os.supports_effective_ids:
         return os.access(path, os.W_OK, effective_ids=True)
     return os.access(path, os.W_OK)
