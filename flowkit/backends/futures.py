@@ -311,8 +311,8 @@ class ProcessBackend(FutureBackend):
         self._gate = threading.Lock()  # the scheduler and the pool's thread both count
         self._in_pool = 0  # submissions (single calls or batches) the pool holds
         self._limit = max_workers  # how many it may hold with batches
-        # Task -> expected seconds, once some task is short enough for batches
-        # (empty: every call travels alone).
+        # Task -> expected seconds, of the tasks whose calls fit in a batch,
+        # once some task is short enough for batches (empty: every call alone).
         self._seconds: dict[str, float] = {}
         self._alone: set[Call] = set()  # calls a batch could not carry: sent alone
         self._backlog: collections.deque[Call] = collections.deque()
@@ -329,9 +329,11 @@ class ProcessBackend(FutureBackend):
         short = [seconds for seconds in durations.values()
                  if seconds < _settings.BATCH_BELOW_SECONDS]
         if short:
-            # Batches on: a call of any task with a recorded duration joins one
-            # while it fits in what the batch has left.
-            self._seconds = {name: max(seconds, 1e-6) for name, seconds in durations.items()}
+            # Batches on: a call of any task with a recorded duration that fits
+            # in one joins one, while it fits in what the batch has left; longer
+            # calls travel alone, once a worker is free.
+            self._seconds = {name: max(seconds, 1e-6) for name, seconds in durations.items()
+                             if seconds <= _settings.BATCH_SECONDS}
             self._limit = 2 * self.max_workers
             self.capacity = self._limit * self._fits(max(min(short), 1e-6))
         return self.capacity
@@ -341,15 +343,10 @@ class ProcessBackend(FutureBackend):
         return max(1, min(_settings.MAX_BATCH, int(_settings.BATCH_SECONDS / seconds)))
 
     def _expected(self, call: Call) -> float | None:
-        """``call``'s expected seconds if it may travel in a batch, else ``None``.
-
-        Only a call that fits in one batch may: one expected to take longer
-        than ``BATCH_SECONDS`` travels alone, once a worker is free.
-        """
+        """``call``'s expected seconds if it may travel in a batch, else ``None``."""
         if call.task.options.timeout is not None or call in self._alone:
             return None
-        seconds = self._seconds.get(call.ctx.task)
-        return seconds if seconds is not None and seconds <= _settings.BATCH_SECONDS else None
+        return self._seconds.get(call.ctx.task)
 
     def submit(self, call: Call) -> None:
         self._backlog.append(call)
