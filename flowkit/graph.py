@@ -131,6 +131,16 @@ class UpstreamNames(Mapping[str, tuple[str, ...]]):
     def __repr__(self) -> str:
         return f"UpstreamNames({dict(self)!r})"
 
+    @property
+    def names(self) -> Sequence[str]:
+        """The task names, in the graph's order (the order of iteration)."""
+        return self._names
+
+    @property
+    def positions(self) -> Mapping[str, int]:
+        """Each task name's place in :attr:`names`."""
+        return self._index
+
 
 class Graph:
     """Tasks in topological order with their edges as index tuples."""

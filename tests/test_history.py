@@ -206,6 +206,45 @@ def test_forgotten_runs_are_compacted_out_of_the_journal(tmp_path: Path) -> None
     assert text.count('"t":"hs"') <= 2 + 256 // 22 + 1
 
 
+def test_task_records_of_every_shape_read_back_as_written(tmp_path: Path) -> None:
+    # Successes are kept in columns, anything else whole: each must read back exactly.
+    path = tmp_path / "state.json"
+    run = _etl().run(executor="sync", state=StateManager(path))
+    lines = [
+        # an integer duration and times, as another writer may produce
+        {"name": "load", "status": "success", "attempts": 1, "duration": 2, "started": 10,
+         "ended": 12},
+        # a task the run's graph does not name
+        {"name": "ghost", "status": "success", "attempts": 3, "duration": 0.5},
+        # recorded again: as a failure with its details, then as a success once more
+        {"name": "extract", "status": "failed", "attempts": 2, "error_type": "ValueError",
+         "error": "bad <row>"},
+        {"name": "transform", "status": "failed", "attempts": 1, "error": "no"},
+        {"name": "transform", "status": "success", "attempts": 2**40, "duration": 1.5,
+         "started": 1.0, "ended": 2.5},
+    ]
+    with open(path, "a") as file:
+        for line in lines:
+            file.write(json.dumps({"t": "ht", "run_id": run.run_id, **line}) + "\n")
+    state = StateManager(path)
+    (record,) = state.runs()
+    assert list(record.tasks) == ["extract", "transform", "load", "ghost"]
+    load, ghost = record.tasks["load"], record.tasks["ghost"]
+    assert (load.duration, type(load.duration), load.started) == (
+        2, int, dt.datetime.fromtimestamp(10, dt.UTC))
+    assert (ghost.status, ghost.attempts, ghost.duration, ghost.started) == (
+        "success", 3, 0.5, None)
+    extract = record.tasks["extract"]
+    assert (extract.status, extract.attempts, extract.error_type, extract.error) == (
+        "failed", 2, "ValueError", "bad <row>")
+    transform = record.tasks["transform"]
+    assert (transform.status, transform.attempts, transform.duration, transform.error) == (
+        "success", 2**40, 1.5, None)
+    assert state.expected_durations("etl") == {"transform": 1.5, "load": 2, "ghost": 0.5}
+    assert state.task_stats("extract", dag="etl").failures == 1
+    assert state.task_stats("nothing", dag="etl").count == 0
+
+
 def test_no_history_with_zero_and_bad_values_refused(tmp_path: Path) -> None:
     state = StateManager(tmp_path / "state.json", history=0)
     _etl().run(executor="sync", state=state)
@@ -231,6 +270,32 @@ def test_a_store_without_history_lists_no_runs() -> None:
     _etl().run(executor="sync", state=state)
     assert state.runs() == [] and state.task_stats("load") == TaskStats(0, 0, None, None)
     assert state.get_run("x") is None
+
+
+def test_in_memory_history_is_complete_whenever_it_is_read() -> None:
+    # The records of a run's successes are made when the state is next used.
+    state = StateManager(history=2)
+    dag = _etl()
+    first = dag.run(executor="sync", state=state)
+    assert state.get_run(first.run_id).tasks["load"].attempts == 1  # type: ignore[union-attr]
+    second = dag.run(executor="sync", state=state)
+    third = dag.run(executor="sync", state=state)
+    assert [r.run_id for r in state.runs()] == [third.run_id, second.run_id]
+    stored = state.store.history_run(third.run_id)  # the store itself has them too
+    assert stored is not None and len(stored.tasks) == 3
+    assert state.task_stats("load").count == 2
+    assert set(state.expected_durations("etl")) == {"extract", "transform", "load"}
+
+    seen: list[str] = []
+
+    class Watching(MemoryStore):  # a store that watches each record as it comes
+        def history_task(self, task: TaskEnd) -> None:
+            seen.append(task.name)
+            super().history_task(task)
+
+    watched = StateManager(store=Watching())
+    dag.run(executor="sync", state=watched)
+    assert seen == ["extract", "transform", "load"]  # by the end of the run, unread
 
 
 def test_params_that_are_not_plain_data_are_kept_as_text(tmp_path: Path) -> None:

@@ -25,11 +25,15 @@ from __future__ import annotations
 import math
 import os
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, NamedTuple
 
+from flowkit.graph import UpstreamNames
 from flowkit.outcome import Status, TaskState
 
 __all__ = [
@@ -331,33 +335,151 @@ def _num(value: Any) -> float:
 # --- the in-memory index (memory and JSON stores) ----------------------------------------
 
 
+class _Layout(NamedTuple):
+    """The task names of a graph and each name's place: what the task tables of
+    a DAG's runs share (most runs of a DAG have the same graph)."""
+
+    names: Sequence[str]
+    positions: Mapping[str, int]
+
+
+def _layout(graph: Mapping[str, Sequence[str]]) -> _Layout:
+    if isinstance(graph, UpstreamNames):  # a run of this process: the graph's own
+        return _Layout(graph.names, graph.positions)
+    names = list(graph)
+    return _Layout(names, dict(zip(names, range(len(names)), strict=True)))
+
+
+# A task record's status in the task table: 0 for no record, else its place in
+# _STATUSES; _DETAILED for a record kept whole in the table's ``details``.
+_STATUSES: tuple[str | None, ...] = (None, *(s.value for s in Status))
+_STATUS_CODES = {name: code for code, name in enumerate(_STATUSES) if name is not None}
+_DETAILED = 255
+_MAX_ATTEMPTS = 2**31 - 1  # what an array("i") holds
+_TIMES = 3  # duration, started, ended
+
+
+class _TaskTable:
+    """The task records of one run, in columns by the task's place in the run's graph.
+
+    A long history holds a great many task records, nearly all of them
+    successes: a status byte, the attempts and three times in flat arrays cost
+    about 33 bytes a task, where a tuple per record cost about 120 (and its
+    three floats 72 more). A record of any other shape (a failure's details, a
+    time that is not a float, a task the graph does not name) is kept whole in
+    ``details``.
+    """
+
+    __slots__ = ("attempts", "count", "details", "layout", "status", "times")
+
+    def __init__(self, layout: _Layout) -> None:
+        self.layout = layout
+        # Grown as records arrive: a run that stops early costs what it recorded.
+        self.status = bytearray()
+        self.attempts = array("i")
+        self.times = array("d")
+        self.details: dict[str, tuple[Any, ...]] = {}  # name -> the record without run id, name
+        self.count = 0  # tasks with a record
+
+    def put(self, tasks: Iterable[TaskEnd]) -> None:
+        """Keep the records of ``tasks``, each replacing an earlier one of the same task."""
+        # One loop with its lookups made once: a run's records come in one batch.
+        position, code_of, details = self.layout.positions.get, _STATUS_CODES.get, self.details
+        status, attempts_of, times = self.status, self.attempts, self.times
+        for task in tasks:
+            _, name, status_name, attempts, duration, started, ended, *_ = task
+            at = position(name)
+            if at is None:
+                self.count += name not in details
+                details[name] = task[2:]
+                continue
+            if at >= len(status):
+                self._grow(at + 1)
+            if not status[at]:
+                self.count += 1
+            elif status[at] == _DETAILED:
+                del details[name]
+            code = code_of(status_name, _DETAILED)
+            if (
+                type(duration) is float and type(started) is float and type(ended) is float
+                and code != _DETAILED and task[7:] == NO_DETAILS
+                and type(attempts) is int and 0 <= attempts <= _MAX_ATTEMPTS
+            ):
+                status[at] = code
+                attempts_of[at] = attempts
+                i = at * _TIMES
+                times[i] = duration
+                times[i + 1] = started
+                times[i + 2] = ended
+            else:
+                status[at] = _DETAILED
+                details[name] = task[2:]
+
+    def _grow(self, size: int) -> None:
+        more = max(size, 2 * len(self.status)) - len(self.status)  # amortised, like a list
+        self.status.extend(bytes(more))
+        self.attempts.extend(array("i", bytes(4 * more)))
+        self.times.extend(array("d", bytes(8 * _TIMES * more)))
+
+    def get(self, run_id: str, name: str) -> TaskEnd | None:
+        """The record of task ``name``, or ``None``."""
+        at = self.layout.positions.get(name, len(self.status))
+        code = self.status[at] if at < len(self.status) else _DETAILED
+        if code == _DETAILED:
+            row = self.details.get(name)
+            return None if row is None else _new(TaskEnd, (run_id, name, *row))
+        return None if code == 0 else self._record(run_id, at, name, code)
+
+    def _record(self, run_id: str, at: int, name: str, code: int) -> TaskEnd:
+        i = at * _TIMES
+        times = self.times
+        return _new(TaskEnd, (
+            run_id, name, _STATUSES[code], self.attempts[at], times[i], times[i + 1],
+            times[i + 2], *NO_DETAILS,
+        ))
+
+    def records(self, run_id: str) -> list[TaskEnd]:
+        """Every record, in the graph's order, then those of tasks it does not name."""
+        names, details, record = self.layout.names, self.details, self._record
+        found = [
+            record(run_id, at, names[at], code) if code != _DETAILED
+            else _new(TaskEnd, (run_id, names[at], *details[names[at]]))
+            for at, code in enumerate(self.status) if code
+        ]
+        if len(found) < self.count:
+            positions = self.layout.positions
+            found.extend(
+                _new(TaskEnd, (run_id, name, *row))
+                for name, row in details.items() if name not in positions
+            )
+        return found
+
+    def durations(self) -> Iterator[tuple[str, str, float | None]]:
+        """``(name, status, duration)`` of every record."""
+        names, times, success = self.layout.names, self.times, _STATUS_CODES["success"]
+        for at, code in enumerate(self.status):
+            if code == success:
+                yield names[at], "success", times[at * _TIMES]
+        for name, row in self.details.items():
+            yield name, row[0], row[2]
+
+
 class _Run:
     __slots__ = ("end", "head", "tasks")
 
-    def __init__(self, head: RunHead):
+    def __init__(self, head: RunHead, layout: _Layout):
         self.head = head
-        # Task records as rows, by task name (see HistoryIndex.tasks): plain
-        # tuples, which the garbage collector stops tracking (named tuples it
-        # does not), as small as they can be: a long history holds a great many.
-        self.tasks: dict[str, tuple[Any, ...]] = {}
+        self.tasks = _TaskTable(layout)
         self.end: RunEnd | None = None
 
-    def record(self, name: str, row: tuple[Any, ...]) -> TaskEnd:
-        """The :class:`TaskEnd` of the row kept for task ``name``."""
-        if len(row) == _SHORT:
-            return _new(TaskEnd, (self.head.run_id, name, *row, *NO_DETAILS))
-        return _new(TaskEnd, (self.head.run_id, name, *row))
-
     def records(self) -> list[TaskEnd]:
-        record = self.record
-        return [record(name, row) for name, row in self.tasks.items()]
+        return self.tasks.records(self.head.run_id)
 
 
 _new = tuple.__new__  # a named tuple's own __new__ is Python code
 NO_DETAILS: tuple[None, ...] = (None,) * 5
 """What a :class:`TaskEnd` of a success leaves empty, ``task[7:]``: cause, reason,
 error type, error and traceback."""
-_SHORT = len(TaskEnd._fields) - 2 - len(NO_DETAILS)  # a row without them
 
 
 class HistoryIndex:
@@ -372,18 +494,21 @@ class HistoryIndex:
 
     def records(self) -> int:
         """How many records the retained runs consist of (heads, tasks and ends)."""
-        return sum(1 + len(r.tasks) + (r.end is not None) for r in self._runs.values())
+        return sum(1 + r.tasks.count + (r.end is not None) for r in self._runs.values())
 
     def start(self, head: RunHead) -> None:
         """Add a run, then forget the oldest runs of its DAG beyond ``head.keep``."""
         if head.run_id in self._runs:
             return  # recorded twice (a rewritten file read again): the first counts
         ids = self._by_dag.setdefault(head.dag, [])
-        last = self._runs[ids[-1]].head.graph if ids else None
-        if last is not None and last is not head.graph and last == head.graph:
-            # Most runs of a DAG have the same graph: keep it once.
-            head = head._replace(graph=last)
-        self._runs[head.run_id] = _Run(head)
+        last = self._runs[ids[-1]] if ids else None
+        if last is not None and (last.head.graph is head.graph or last.head.graph == head.graph):
+            # Most runs of a DAG have the same graph: keep it, and its layout, once.
+            head = head._replace(graph=last.head.graph)
+            layout = last.tasks.layout
+        else:
+            layout = _layout(head.graph)
+        self._runs[head.run_id] = _Run(head, layout)
         ids.append(head.run_id)
         if len(ids) > head.keep:
             for gone in ids[: len(ids) - head.keep]:
@@ -392,20 +517,16 @@ class HistoryIndex:
 
     def task(self, task: TaskEnd) -> None:
         """Add a task's record to its run (ignored once the run is forgotten)."""
-        self.tasks((task,))
+        run = self._runs.get(task[0])
+        if run is not None:
+            run.tasks.put((task,))
 
     def tasks(self, tasks: Iterable[TaskEnd]) -> None:
         """:meth:`task` for many records, typically of one run."""
-        run: _Run | None = None
-        run_id = None
-        for task in tasks:
-            if task[0] != run_id:
-                run_id = task.run_id
-                run = self._runs.get(run_id)
+        for run_id, records in groupby(tasks, itemgetter(0)):
+            run = self._runs.get(run_id)
             if run is not None:
-                # The row: the record without its run id and name (the run's
-                # and the key's), and without the empty fields a success ends with.
-                run.tasks[task[1]] = task[2:7] if task[7:] == NO_DETAILS else task[2:]
+                run.tasks.put(records)
 
     def end(self, end: RunEnd) -> None:
         """Mark a run ended."""
@@ -470,16 +591,15 @@ class HistoryIndex:
             run = self._runs[run_id]
             if name is None:
                 found.extend(run.records())
-            elif name in run.tasks:
-                found.append(run.record(name, run.tasks[name]))
+            elif (record := run.tasks.get(run_id, name)) is not None:
+                found.append(record)
         return found
 
     def durations(self, dag: str, runs: int) -> dict[str, float]:
         """:func:`medians` over the task records of the ``runs`` latest runs of ``dag``."""
         latest = self._by_dag.get(dag, [])[-runs:]
         return _medians(
-            (name, row[0], row[2])  # see HistoryIndex.tasks
-            for run_id in latest for name, row in self._runs[run_id].tasks.items()
+            triple for run_id in latest for triple in self._runs[run_id].tasks.durations()
         )
 
     @staticmethod

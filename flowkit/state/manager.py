@@ -166,6 +166,9 @@ class StateManager:
         # Finished runs whose outcomes wait to be recorded until something reads
         # them (see _record), by DAG name.
         self._unflushed: dict[str, _RunBook] = {}
+        # Finished runs whose waiting outcomes' history records wait too: they
+        # are made the next time the state is used (see _using).
+        self._unrecorded: list[_RunBook] = []
 
     @property
     def serializer(self) -> Serializer:
@@ -183,7 +186,9 @@ class StateManager:
 
     @property
     def store(self) -> Store:
-        """The backend holding the state."""
+        """The backend holding the state (with every finished run's history in it)."""
+        with self._lock:
+            self._record_history()
         return self._store
 
     @property
@@ -491,7 +496,8 @@ class StateManager:
                     self._unflushed[book.dag] = book
                 try:
                     if self.history_size:
-                        self._history_batch(book)
+                        if book.pending:
+                            self._unrecorded.append(book)
                         end = RunEnd(book.run_id, _run_status(result), time.time())
                         self._store.history_end(end)
                 finally:
@@ -500,13 +506,17 @@ class StateManager:
             elif not self._books:
                 self._store.close()  # the run never started: e.g. an unreadable file
 
-    def _history_batch(self, book: _RunBook) -> None:
-        """The history records of the outcomes that wait in ``book`` (see ``_record``):
-        built in one batch at the end of the run rather than one per finished task."""
-        run_id, task_end = book.run_id, _history.task_end
-        # A generator: the store keeps each record as it comes, so a run's records
-        # are never all in memory twice.
-        self._store.history_tasks_add(task_end(run_id, s, s.status) for s in book.pending)
+    def _record_history(self) -> None:
+        """The history records of the outcomes that wait in finished runs' books
+        (see ``_record``): made in one batch per run, when the state is next used,
+        rather than one per finished task. A run nothing reads after it, the most
+        common kind with a state in memory, never pays for them."""
+        while self._unrecorded:
+            book = self._unrecorded.pop(0)
+            run_id, task_end = book.run_id, _history.task_end
+            # A generator: the store keeps each record as it comes, so a run's
+            # records are never all in memory twice.
+            self._store.history_tasks_add(task_end(run_id, s, s.status) for s in book.pending)
 
     def _encode(self, state: TaskState) -> tuple[bool, Any]:
         kept, value = _local(state.value)
@@ -549,7 +559,7 @@ class StateManager:
         written at once all the same: entries are looked up during the run, and
         failures are rare and hold whole tracebacks. The task's history record
         goes with its outcome, in the same write; a waiting outcome's record is
-        built with the others' when the run ends (``_history_batch``).
+        built with the others' when the state is next used (``_record_history``).
         """
         if self._lazy and entry is None and status._value_ in _DEFERRABLE:
             book.pending.append(state)
@@ -665,10 +675,12 @@ class StateManager:
 
     @contextlib.contextmanager
     def _using(self) -> Iterator[None]:
-        """Hold the lock; afterwards, even after an error, release the file unless a
-        run is in progress (a listing must not keep the file open)."""
+        """Hold the lock, with every finished run's history recorded; afterwards,
+        even after an error, release the file unless a run is in progress (a
+        listing must not keep the file open)."""
         with self._lock:
             try:
+                self._record_history()
                 yield
             finally:
                 if not self._books:

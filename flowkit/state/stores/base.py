@@ -280,8 +280,9 @@ class Store(abc.ABC):
 
     #: False: :meth:`record` is called as each task finishes, so that a crash
     #: can be resumed. True lets the state manager hand over a run's successes
-    #: and skips in one batch when something first reads them — for a store that
-    #: a crash wipes anyway, where most runs then never pay for the records.
+    #: and skips, and their run history records, in one batch when something
+    #: first reads the state — for a store that a crash wipes anyway, where
+    #: most runs then never pay for the records.
     lazy_records: bool = False
 
     #: Shown in messages and ``repr``: a path, or a short description.

@@ -22,8 +22,13 @@ class MemoryStore(Store):
     @property
     def lazy_records(self) -> bool:  # type: ignore[override]
         # A crash loses this store anyway, so records may come late — unless a
-        # subclass overrides record() to watch each one as it happens.
-        return type(self).record is MemoryStore.record
+        # subclass overrides a method to watch each one as it happens.
+        kind = type(self)
+        return (
+            kind.record is MemoryStore.record
+            and kind.history_task is MemoryStore.history_task
+            and kind.history_tasks_add is MemoryStore.history_tasks_add
+        )
     location = "memory"
 
     def __init__(self) -> None:
