@@ -45,14 +45,14 @@ def upstream_closure(roots: Iterable[object]) -> list[Task[..., Any]]:
             continue
         mark[root] = False
         path = [root]
-        stack = [iter(root._upstream)]
+        stack = [iter(root.upstream)]
         while stack:
             for up in stack[-1]:
                 seen = mark.get(up)
                 if seen is None:
                     mark[up] = False
                     path.append(up)
-                    stack.append(iter(up._upstream))
+                    stack.append(iter(up.upstream))
                     break
                 if seen is False:  # ``up`` is on the path: a cycle closes here
                     start = path.index(up)
@@ -74,7 +74,7 @@ def stale_upstream(tasks: Sequence[Task[..., Any]]) -> list[tuple[Task[..., Any]
     again) after it was wired, so the DAG would run the old definition."""
     stale = []
     for task in tasks:
-        for up in task._upstream:
+        for up in task.upstream:
             current = up.registry.get(up.name)
             if current is None or current is up:
                 continue
@@ -153,6 +153,7 @@ class Graph:
         "has_map",
         "index",
         "names",
+        "numbers",
         "tasks",
         "up",
     )
@@ -160,16 +161,18 @@ class Graph:
     def __init__(self, tasks: Sequence[Task[..., Any]]):
         self.tasks = list(tasks)
         self.names = [t.name for t in self.tasks]
-        # One int per task, shared by every structure here: past 256 an int is
-        # an object of its own, and each enumerate() would make them all again.
-        numbers = list(range(len(self.tasks)))
+        # One int per task, shared by every structure here and by a run's start
+        # order (one more: it counts from 1): past 256 an int is an object of
+        # its own, and each enumerate() would make them all again.
+        self.numbers = list(range(len(self.tasks) + 1))
+        numbers = self.numbers[:-1]
         self.index = dict(zip(self.names, numbers, strict=True))
         position = dict(zip(self.tasks, numbers, strict=True))
         # Equal edge tuples are one object: a chain's (i,) is the upstream of
         # i + 1 and the downstream of i - 1; a fan-out's tasks all share theirs.
         same: dict[tuple[int, ...], tuple[int, ...]] = {}
         one = same.setdefault
-        made = (tuple([position[u] for u in t._upstream]) for t in self.tasks)
+        made = (tuple([position[u] for u in t.upstream]) for t in self.tasks)
         self.up: list[tuple[int, ...]] = [one(edges, edges) for edges in made]
         down: list[list[int]] = [[] for _ in numbers]
         for i, ups in zip(numbers, self.up, strict=True):

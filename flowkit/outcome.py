@@ -315,12 +315,12 @@ class TaskState:
     """
 
     __slots__ = (
+        "_duration",
         "_history",
         "_pool_waits",
         "attempts",
         "cache_key",
         "cause",
-        "duration",
         "error",
         "finished_at",
         "inputs",
@@ -339,7 +339,8 @@ class TaskState:
         self.status = _PENDING
         self.attempts = 0
         self.error: BaseException | None = None
-        self.duration = 0.0
+        # None: its times say it (see the duration property), a float per task the less.
+        self._duration: float | None = None
         self.cause: str | None = None
         self.reason: str | None = None
         # One attempt is the common case: keep it alone, a list only for retries
@@ -373,6 +374,19 @@ class TaskState:
             return Attempt(1, self.started_at, self.finished_at, self._history, None)
         return self._history  # type: ignore[return-value]
 
+    @property
+    def duration(self) -> float:
+        """Seconds spent running, summed over its attempts."""
+        if self._duration is not None:
+            return self._duration
+        if self.started_at is None or self.finished_at is None:
+            return 0.0
+        return self.finished_at - self.started_at  # its one attempt (see add_first)
+
+    @duration.setter
+    def duration(self, seconds: float) -> None:
+        self._duration = seconds
+
     def add_first(self, started: float, ended: float, worker: str) -> None:
         """Record the first attempt, which succeeded: what :meth:`add_attempt`
         does, without making an :class:`Attempt` (``history`` makes it when read)."""
@@ -380,6 +394,7 @@ class TaskState:
 
     def add_attempt(self, attempt: Attempt) -> None:
         """Record an ended attempt."""
+        self._duration = self.duration + (attempt.finished_at - attempt.started_at)
         if type(self._history) is str:
             self._history = self._attempts()
         self.finished_at = attempt.finished_at

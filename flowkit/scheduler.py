@@ -279,7 +279,8 @@ class Scheduler(StateMachine):
         state.attempts += 1
         self.started += 1
         if state.order is None:
-            state.order = self.started
+            numbers = self.graph.numbers  # its int, not a new one for each task
+            state.order = numbers[self.started] if self.started < len(numbers) else self.started
         self.ctx.running += 1
         self._move(i, _RUNNING)
         call = Call(i, state.attempts, state.task, state.inputs,
@@ -358,7 +359,6 @@ class Scheduler(StateMachine):
         else:
             state.add_attempt(_new(Attempt, (call.attempt, outcome.started, outcome.ended,
                                              outcome.worker, error)))
-        state.duration += outcome.ended - outcome.started
         if outcome.ok:
             state.value, state.error = value, None
             self._move(call.index, _SUCCESS)
@@ -375,7 +375,6 @@ class Scheduler(StateMachine):
         now = time.time()
         state = self.states[call.index]
         state.add_attempt(Attempt(call.attempt, now - timeout, now, "abandoned", error))
-        state.duration += timeout
         self._attempt_failed(call.index, error)
 
     def _attempt_failed(self, i: int, error: BaseException) -> None:

@@ -488,10 +488,11 @@ class Task(Generic[P, R]):
             if isinstance(fn, types.FunctionType)
             else inspect.iscoroutinefunction(fn)
         )
-        # In declaration order, without duplicates (see _depend_on): no edge or
-        # one in a tuple (the empty one is shared), more in a list.
+        # In declaration order, without duplicates (see _depend_on): no edge (the
+        # empty tuple), one edge as the task itself, more in a list. A tuple per
+        # edge would cost a generated chain two objects per task.
         self._upstream: _Edges = ()
-        self._downstream: tuple[Task[..., Any], ...] | list[Task[..., Any]] = ()
+        self._downstream: _DownEdges = ()
         self._original: Task[..., Any] | None = None  # what a rewired() copy stands for
         self.__qualname__ = getattr(fn, "__qualname__", name)
         self.registry = registry if registry is not None else _default_registry()
@@ -503,12 +504,12 @@ class Task(Generic[P, R]):
     @property
     def upstream(self) -> tuple[Task[..., Any], ...]:
         """Tasks this one depends on, in the order the dependencies were declared."""
-        return tuple(self._upstream)
+        return _as_tuple(self._upstream)
 
     @property
     def downstream(self) -> tuple[Task[..., Any], ...]:
         """Tasks that depend on this one, in declaration order."""
-        return tuple(self._downstream)
+        return _as_tuple(self._downstream)
 
     def rewired(self, upstream: Iterable[Task[..., Any]], *, registry: Registry) -> Task[P, R]:
         """A copy of this task that depends on ``upstream`` instead, registered in ``registry``.
@@ -534,22 +535,27 @@ class Task(Generic[P, R]):
     def _depend_on(self, other: Task[..., Any]) -> None:
         # Callers check the edge first (see _as_tasks), so a bad list wires nothing.
         ups = self._upstream
-        if other in ups:  # a scan of a few; past _SCAN, a dict (an ordered set)
-            return
-        if type(ups) is dict:
+        if isinstance(ups, dict):  # past _SCAN: an ordered set
+            if other in ups:
+                return
             ups[other] = None
-        elif len(ups) >= _SCAN:
-            self._upstream = dict.fromkeys([*ups, other])
-        elif type(ups) is list:
-            ups.append(other)
-        else:  # none, or one in a tuple: the second edge makes a list
-            self._upstream = [*ups, other] if ups else (other,)
+        elif isinstance(ups, list):
+            if other in ups:  # a scan of a few
+                return
+            if len(ups) >= _SCAN:
+                self._upstream = dict.fromkeys([*ups, other])
+            else:
+                ups.append(other)
+        elif ups is other:
+            return
+        else:  # none, or one: the second edge makes a list
+            self._upstream = other if isinstance(ups, tuple) else [ups, other]
         # No duplicates by construction: an edge is added once, when it is new upstream.
         down = other._downstream
-        if type(down) is list:
+        if isinstance(down, list):
             down.append(self)
         else:
-            other._downstream = [*down, self] if down else (self,)
+            other._downstream = self if isinstance(down, tuple) else [down, self]
 
     # --- wiring ---------------------------------------------------------
     # ``a >> b`` returns ``b`` so chains read left to right; lists fan out/in.
@@ -630,9 +636,18 @@ def _itself(value: T) -> T:
     return value
 
 
-_Edges = tuple[Task[..., Any], ...] | list[Task[..., Any]] | dict[Task[..., Any], None]
+# A task's edges one way (see Task.__init__): none, one task, or a list; past
+# _SCAN upstream tasks, a dict (an ordered set).
+_DownEdges = tuple[()] | Task[..., Any] | list[Task[..., Any]]
+_Edges = _DownEdges | dict[Task[..., Any], None]
 # Upstream tasks past this many are kept in a dict, which finds a duplicate in one step.
 _SCAN = 8
+
+
+def _as_tuple(edges: _Edges) -> tuple[Task[..., Any], ...]:
+    if isinstance(edges, Task):
+        return (edges,)
+    return edges if isinstance(edges, tuple) else tuple(edges)
 
 
 def _copy_from_function(cls: type) -> None:
