@@ -99,7 +99,7 @@ class DAG:
         roots = list(registry) if tasks is None else _roots(tasks)
         self._graph = Graph(upstream_closure(roots))
         self._graph.check_signatures()
-        for task, up in stale_upstream(self._graph.tasks):
+        for task, up in stale_upstream(self._graph):
             warnings.warn(stale_message(task, up), UserWarning, stacklevel=2)
         self._subgraphs: dict[tuple[str, ...], Graph] = {}
         self.state: StateProtocol = (

@@ -68,13 +68,15 @@ def upstream_closure(roots: Iterable[object]) -> list[Task[..., Any]]:
     return order
 
 
-def stale_upstream(tasks: Sequence[Task[..., Any]]) -> list[tuple[Task[..., Any], Task[..., Any]]]:
-    """``(task, upstream)`` pairs where ``upstream`` is no longer its registry's
-    task of that name: it was defined again (a notebook cell or a module run
-    again) after it was wired, so the DAG would run the old definition."""
+def stale_upstream(graph: Graph) -> list[tuple[Task[..., Any], Task[..., Any]]]:
+    """``(task, upstream)`` pairs of ``graph`` where ``upstream`` is no longer its
+    registry's task of that name: it was defined again (a notebook cell or a
+    module run again) after it was wired, so the DAG would run the old definition."""
     stale = []
-    for task in tasks:
-        for up in task.upstream:
+    tasks = graph.tasks
+    for task, ups in zip(tasks, graph.up, strict=True):
+        for u in ups:
+            up = tasks[u]
             current = up.registry.get(up.name)
             if current is None or current is up:
                 continue

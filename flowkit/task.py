@@ -504,7 +504,10 @@ class Task(Generic[P, R]):
     @property
     def upstream(self) -> tuple[Task[..., Any], ...]:
         """Tasks this one depends on, in the order the dependencies were declared."""
-        return _as_tuple(self._upstream)
+        ups = self._upstream  # read for every task of every DAG built: no call more
+        if type(ups) is tuple:
+            return ups  # none
+        return _as_tuple(ups)
 
     @property
     def downstream(self) -> tuple[Task[..., Any], ...]:
@@ -645,9 +648,12 @@ _SCAN = 8
 
 
 def _as_tuple(edges: _Edges) -> tuple[Task[..., Any], ...]:
-    if isinstance(edges, Task):
-        return (edges,)
-    return edges if isinstance(edges, tuple) else tuple(edges)
+    kind = type(edges)
+    if kind is tuple:
+        return edges  # type: ignore[return-value]  # none
+    if kind is list or kind is dict:
+        return tuple(edges)  # type: ignore[arg-type]
+    return (edges,)  # type: ignore[return-value]  # one task
 
 
 def _copy_from_function(cls: type) -> None:
