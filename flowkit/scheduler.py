@@ -374,7 +374,9 @@ class Scheduler(StateMachine):
         error.attempts = call.attempt
         now = time.time()
         state = self.states[call.index]
+        spent = state.duration + timeout  # exact: (now) - (now - timeout) may not be
         state.add_attempt(Attempt(call.attempt, now - timeout, now, "abandoned", error))
+        state.duration = spent
         self._attempt_failed(call.index, error)
 
     def _attempt_failed(self, i: int, error: BaseException) -> None:

@@ -298,6 +298,24 @@ def test_in_memory_history_is_complete_whenever_it_is_read() -> None:
     assert seen == ["extract", "transform", "load"]  # by the end of the run, unread
 
 
+def test_a_timed_out_attempt_counts_exactly_its_timeout(tmp_path: Path) -> None:
+    release = threading.Event()
+
+    @task(timeout=0.05, retries=1, retry_delay=0)
+    def stuck() -> None:
+        release.wait(5)
+
+    state = StateManager(tmp_path / "state.json")
+    try:
+        with pytest.raises(TaskExecutionError):
+            DAG([stuck], name="stuck").run(executor="thread", state=state)
+    finally:
+        release.set()
+    (record,) = state.runs()
+    assert record.tasks["stuck"].duration == 0.05 + 0.05
+    assert record.tasks["stuck"].attempts == 2
+
+
 def test_params_that_are_not_plain_data_are_kept_as_text(tmp_path: Path) -> None:
     state = StateManager(tmp_path / "state.db")
     def a(day: Any, n: Any, xs: Any, nan: Any, at: Any, obj: Any) -> None:

@@ -416,7 +416,8 @@ class _TaskTable:
                 details[name] = task[2:]
 
     def _grow(self, size: int) -> None:
-        more = max(size, 2 * len(self.status)) - len(self.status)  # amortised, like a list
+        # Amortised, like a list's, but never past the graph's size.
+        more = max(size, min(2 * len(self.status), len(self.layout.names))) - len(self.status)
         self.status.extend(bytes(more))
         self.attempts.extend(array("i", bytes(4 * more)))
         self.times.extend(array("d", bytes(8 * _TIMES * more)))

@@ -9,6 +9,9 @@ from flowkit.state.stores.base import CacheEntry, Outcome, Store, belongs_to
 
 __all__ = ["MemoryStore"]
 
+# What a subclass may override to watch records as they come (see lazy_records).
+_WATCHED = ("record", "history_start", "history_task", "history_tasks_add", "history_end")
+
 
 class MemoryStore(Store):
     """Keeps results as the Python objects themselves: no copy, no serializer.
@@ -24,11 +27,7 @@ class MemoryStore(Store):
         # A crash loses this store anyway, so records may come late — unless a
         # subclass overrides a method to watch each one as it happens.
         kind = type(self)
-        return (
-            kind.record is MemoryStore.record
-            and kind.history_task is MemoryStore.history_task
-            and kind.history_tasks_add is MemoryStore.history_tasks_add
-        )
+        return all(getattr(kind, name) is getattr(MemoryStore, name) for name in _WATCHED)
     location = "memory"
 
     def __init__(self) -> None:
