@@ -392,9 +392,12 @@ class TaskState:
         does, without making an :class:`Attempt` (``history`` makes it when read)."""
         self.started_at, self.finished_at, self._history = started, ended, worker
 
-    def add_attempt(self, attempt: Attempt) -> None:
-        """Record an ended attempt."""
-        self._duration = self.duration + (attempt.finished_at - attempt.started_at)
+    def add_attempt(self, attempt: Attempt, seconds: float | None = None) -> None:
+        """Record an ended attempt, which ran for ``seconds`` (by default, from its
+        start to its end)."""
+        if seconds is None:
+            seconds = attempt.finished_at - attempt.started_at
+        self._duration = self.duration + seconds
         if type(self._history) is str:
             self._history = self._attempts()
         self.finished_at = attempt.finished_at

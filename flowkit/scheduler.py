@@ -374,9 +374,8 @@ class Scheduler(StateMachine):
         error.attempts = call.attempt
         now = time.time()
         state = self.states[call.index]
-        spent = state.duration + timeout  # exact: (now) - (now - timeout) may not be
-        state.add_attempt(Attempt(call.attempt, now - timeout, now, "abandoned", error))
-        state.duration = spent
+        # The timeout itself: (now) - (now - timeout) may differ from it in the last digit.
+        state.add_attempt(Attempt(call.attempt, now - timeout, now, "abandoned", error), timeout)
         self._attempt_failed(call.index, error)
 
     def _attempt_failed(self, i: int, error: BaseException) -> None:

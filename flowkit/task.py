@@ -504,10 +504,7 @@ class Task(Generic[P, R]):
     @property
     def upstream(self) -> tuple[Task[..., Any], ...]:
         """Tasks this one depends on, in the order the dependencies were declared."""
-        ups = self._upstream  # read for every task of every DAG built: no call more
-        if type(ups) is tuple:
-            return ups  # none
-        return _as_tuple(ups)
+        return _as_tuple(self._upstream)
 
     @property
     def downstream(self) -> tuple[Task[..., Any], ...]:
@@ -648,12 +645,9 @@ _SCAN = 8
 
 
 def _as_tuple(edges: _Edges) -> tuple[Task[..., Any], ...]:
-    kind = type(edges)
-    if kind is tuple:
-        return edges  # type: ignore[return-value]  # none
-    if kind is list or kind is dict:
-        return tuple(edges)  # type: ignore[arg-type]
-    return (edges,)  # type: ignore[return-value]  # one task
+    if isinstance(edges, Task):
+        return (edges,)
+    return edges if isinstance(edges, tuple) else tuple(edges)
 
 
 def _copy_from_function(cls: type) -> None:
